@@ -1,0 +1,5 @@
+"""``python -m libragen`` runs the CLI."""
+
+from libragen.cli import main
+
+main()

@@ -1,0 +1,84 @@
+"""The ``libragen`` command: one subcommand group per stage of the recipe.
+
+Stages that are not built yet are registered as stubs that say so and exit with status 3, so a
+script can never mistake them for work done.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from libragen import __version__
+from libragen.core.config import ConfigError
+from libragen.core.video import VideoReadError
+from libragen.world.cli import world_app
+
+NOT_IMPLEMENTED_EXIT = 3
+
+app = typer.Typer(
+    name="libragen",
+    help="LibraGen: subject-to-video generation on open video foundation models (arXiv 2603.13506).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(world_app, name="world")
+
+# (group, command or None for a top-level command, issue that builds it, what it will do)
+PLANNED: list[tuple[str, str | None, int, str]] = [
+    ("curate", "run", 5, "automatic curation of a raw video pool on Ray Data"),
+    ("curate", "report", 5, "HTML report of a curation run"),
+    ("review", "serve", 6, "manual review web app"),
+    ("review", "add-user", 6, "issue a reviewer login token"),
+    ("review", "export", 6, "export the human-approved manifest"),
+    ("pairs", "build", 7, "build in-pair and cross-pair training samples"),
+    ("train", "vgfm", 4, "pre-train the LibraWorld text-to-video foundation model"),
+    ("train", "sft", 8, "Tune-to-Balance LoRA fine-tuning"),
+    ("train", "dpo", 9, "Consis-DPO / Real-Fake DPO training"),
+    ("dpo", "pairs", 9, "generate and filter DPO preference pairs"),
+    ("merge", None, 8, "merge LoRAs with peft"),
+    ("generate", None, 10, "subject-to-video generation with dynamic CFG"),
+    ("eval", None, 3, "evaluate generated videos"),
+    ("reproduce", None, 11, "rerun the paper's claims end to end on LibraWorld"),
+]
+
+
+def _stub(label: str, issue: int, purpose: str):
+    def command(ctx: typer.Context) -> None:
+        typer.echo(f"libragen {label}: not implemented yet ({purpose}; tracked in issue #{issue}).", err=True)
+        raise typer.Exit(NOT_IMPLEMENTED_EXIT)
+
+    command.__doc__ = f"(not implemented yet) {purpose} (issue #{issue})."
+    return command
+
+
+def _register_stubs() -> None:
+    stub_settings = {"allow_extra_args": True, "ignore_unknown_options": True}
+    groups: dict[str, typer.Typer] = {}
+    for group, name, issue, purpose in PLANNED:
+        if name is None:
+            app.command(group, context_settings=stub_settings)(_stub(group, issue, purpose))
+            continue
+        if group not in groups:
+            groups[group] = typer.Typer(help=f"{group} stage (not implemented yet).", no_args_is_help=True)
+            app.add_typer(groups[group], name=group)
+        groups[group].command(name, context_settings=stub_settings)(_stub(f"{group} {name}", issue, purpose))
+
+
+_register_stubs()
+
+
+@app.command("version")
+def version() -> None:
+    """Print the LibraGen version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        app()
+    except (ConfigError, VideoReadError, ValueError, FileNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)

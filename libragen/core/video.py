@@ -1,0 +1,230 @@
+"""Video I/O on PyAV: probe, decode with frame sampling, encode H.264 mp4.
+
+Every stage reads and writes video through this module so that decoding rules (which frames a
+target fps picks, how frames are resized, what counts as unreadable) are the same everywhere.
+
+* :func:`probe_video` reads container metadata without decoding pixels.
+* :func:`read_video` decodes frames at a target fps and size, stopping as soon as it has what was
+  asked for; resizing happens in libswscale on the decoded picture, not in numpy afterwards.
+* :func:`write_video` encodes RGB frames to H.264 (yuv420p) and writes the file atomically.
+* Any unreadable input raises :class:`VideoReadError` carrying the path and a short reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from libragen.core.files import atomic_path
+
+
+class VideoReadError(Exception):
+    """A video file could not be read; ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Container metadata of one video stream."""
+
+    path: str
+    width: int
+    height: int
+    fps: float
+    num_frames: int
+    duration: float
+    codec: str
+
+
+def _open_container(path: str | os.PathLike[str]) -> av.container.InputContainer:
+    p = Path(path)
+    if not p.exists():
+        raise VideoReadError(p, "file not found")
+    if p.is_dir():
+        raise VideoReadError(p, "is a directory, not a video file")
+    if p.stat().st_size == 0:
+        raise VideoReadError(p, "empty file (0 bytes)")
+    try:
+        return av.open(str(p), mode="r")
+    except av.error.FFmpegError as err:
+        raise VideoReadError(p, f"not a readable media file ({_short(err)})") from err
+    except (OSError, UnicodeError, ValueError) as err:
+        raise VideoReadError(p, f"cannot open ({_short(err)})") from err
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text[:200]
+
+
+def _video_stream(container: av.container.InputContainer, path: str | os.PathLike[str]):
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+        raise VideoReadError(path, f"no video stream (found: {', '.join(kinds)})")
+    return container.streams.video[0]
+
+
+def _stream_fps(stream) -> float:
+    rate = stream.average_rate or stream.base_rate or stream.guessed_rate
+    return float(rate) if rate else 0.0
+
+
+def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+    """Read size, fps, frame count and duration from the container, without decoding pixels."""
+    with _open_container(path) as container:
+        stream = _video_stream(container, path)
+        fps = _stream_fps(stream)
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        else:
+            duration = 0.0
+        num_frames = int(stream.frames or 0)
+        if num_frames == 0 and fps > 0:
+            num_frames = round(duration * fps)
+        codec = stream.codec_context.name if stream.codec_context else "unknown"
+        return VideoInfo(
+            path=str(path),
+            width=int(stream.codec_context.width),
+            height=int(stream.codec_context.height),
+            fps=fps,
+            num_frames=num_frames,
+            duration=duration,
+            codec=codec,
+        )
+
+
+def _target_size(width: int, height: int, size: int | tuple[int, int] | None) -> tuple[int, int]:
+    """``size`` is None (keep), an int (short side, aspect kept, even numbers) or (width, height)."""
+    if size is None:
+        return width, height
+    if isinstance(size, int):
+        if size <= 0:
+            raise ValueError(f"size must be positive, got {size}")
+        scale = size / min(width, height)
+        return max(2, 2 * round(width * scale / 2)), max(2, 2 * round(height * scale / 2))
+    out_w, out_h = size
+    if out_w <= 0 or out_h <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    return int(out_w), int(out_h)
+
+
+def iter_frames(
+    path: str | os.PathLike[str],
+    *,
+    fps: float | None = None,
+    size: int | tuple[int, int] | None = None,
+    max_frames: int | None = None,
+    start: float = 0.0,
+) -> Iterator[np.ndarray]:
+    """Yield RGB uint8 frames (H, W, 3), sampled at ``fps`` (None: every frame) from ``start`` s.
+
+    Frame sampling picks, for each target time ``start + k / fps``, the decoded frame nearest to it
+    (never a frame before ``start``); decoding stops once ``max_frames`` frames were yielded.
+    """
+    if fps is not None and fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if max_frames is not None and max_frames <= 0:
+        return
+    container = _open_container(path)
+    try:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO"
+        src_fps = _stream_fps(stream) or 25.0
+        if start > 0 and stream.time_base is not None:
+            container.seek(int(start / stream.time_base), stream=stream, backward=True)
+        out_w = out_h = None
+        half_period = 0.5 / src_fps
+        next_time = start
+        emitted = 0
+        decoded = 0
+        try:
+            for frame in container.decode(stream):
+                decoded += 1
+                t = frame.time if frame.time is not None else (decoded - 1) / src_fps
+                if t + half_period <= start:
+                    continue
+                if fps is not None and t + half_period <= next_time:
+                    continue
+                if out_w is None:
+                    out_w, out_h = _target_size(frame.width, frame.height, size)
+                yield frame.to_ndarray(width=out_w, height=out_h, format="rgb24")
+                emitted += 1
+                if max_frames is not None and emitted >= max_frames:
+                    return
+                if fps is not None:
+                    # Skip target times this frame already covers (source slower than target).
+                    next_time += 1.0 / fps
+                    while next_time + 1.0 / fps <= t + half_period:
+                        next_time += 1.0 / fps
+        except av.error.FFmpegError as err:
+            raise VideoReadError(path, f"decode failed after {decoded} frames ({_short(err)})") from err
+        if emitted == 0:
+            raise VideoReadError(path, "no decodable video frames")
+    finally:
+        container.close()
+
+
+def read_video(
+    path: str | os.PathLike[str],
+    *,
+    fps: float | None = None,
+    size: int | tuple[int, int] | None = None,
+    max_frames: int | None = None,
+    start: float = 0.0,
+) -> np.ndarray:
+    """Decode a video into a (T, H, W, 3) uint8 array; see :func:`iter_frames` for the sampling."""
+    frames = list(iter_frames(path, fps=fps, size=size, max_frames=max_frames, start=start))
+    return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def write_video(
+    path: str | os.PathLike[str],
+    frames: np.ndarray | Sequence[np.ndarray],
+    fps: float,
+    *,
+    crf: int = 18,
+    preset: str = "veryfast",
+    qp: int | None = None,
+) -> Path:
+    """Encode RGB uint8 frames (T, H, W, 3) to an H.264 mp4, written atomically.
+
+    ``crf`` sets constant quality (lower is better); ``qp`` forces a constant quantiser instead
+    (used to make deliberately blocky files). Width and height must be even (yuv420p).
+    Encoding is single-threaded so the same frames always give the same bytes.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"frames must have shape (T, H, W, 3) with T > 0, got {frames.shape}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {frames.dtype}")
+    height, width = frames.shape[1:3]
+    if width % 2 or height % 2:
+        raise ValueError(f"H.264 yuv420p needs even width and height, got {width}x{height}")
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    target = Path(path)
+    rate = Fraction(fps).limit_denominator(1001) if not float(fps).is_integer() else int(fps)
+    options = {"preset": preset}
+    options.update({"qp": str(qp)} if qp is not None else {"crf": str(crf)})
+    with atomic_path(target) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.thread_count = 1
+        stream.options = options
+        for array in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return target

@@ -1,0 +1,1 @@
+"""Pairs stage (issue #7): in-pair and cross-pair training samples. Not built yet."""

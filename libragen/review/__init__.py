@@ -1,0 +1,1 @@
+"""Manual review stage (issue #6): web app for human accept/reject, agreement and GSB. Not built yet."""

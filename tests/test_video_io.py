@@ -1,0 +1,159 @@
+"""Video I/O: round trip, frame sampling at a target fps/size, lazy decoding, typed errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from libragen.core import video
+from libragen.core.video import VideoReadError, iter_frames, probe_video, read_video, write_video
+
+
+def _indexed_frames(count: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """Frame i is a flat grey of level 8 * i, so a decoded frame tells which frame it was."""
+    levels = (np.arange(count) * 8 + 8).astype(np.uint8)
+    return np.broadcast_to(levels[:, None, None, None], (count, height, width, 3)).copy()
+
+
+def _frame_index(frame: np.ndarray) -> int:
+    return round((float(frame.mean()) - 8) / 8)
+
+
+@pytest.fixture(scope="module")
+def clip24(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("video") / "count24.mp4"
+    write_video(path, _indexed_frames(30), fps=24, crf=10)
+    return path
+
+
+def test_round_trip_keeps_pixels(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    smooth = rng.integers(40, 200, size=(6, 1, 1, 3)).astype(np.uint8)
+    frames = np.broadcast_to(smooth, (6, 32, 48, 3)).copy()
+    frames[:, 8:24, 10:30] = 230
+    path = write_video(tmp_path / "a.mp4", frames, fps=8)
+    decoded = read_video(path)
+    assert decoded.shape == frames.shape and decoded.dtype == np.uint8
+    assert np.abs(decoded.astype(int) - frames.astype(int)).mean() < 3.0
+
+
+def test_probe_reports_stream_facts(clip24: Path) -> None:
+    info = probe_video(clip24)
+    assert (info.width, info.height) == (64, 48)
+    assert info.fps == pytest.approx(24)
+    assert info.num_frames == 30
+    assert info.duration == pytest.approx(30 / 24, abs=0.05)
+    assert info.codec == "h264"
+
+
+def test_fps_sampling_picks_nearest_frames(clip24: Path) -> None:
+    frames = read_video(clip24, fps=8)
+    assert [_frame_index(f) for f in frames] == [0, 3, 6, 9, 12, 15, 18, 21, 24, 27]
+
+
+def test_fps_above_source_repeats_nothing(clip24: Path) -> None:
+    frames = read_video(clip24, fps=48)
+    assert [_frame_index(f) for f in frames] == list(range(30))
+
+
+def test_start_and_max_frames(clip24: Path) -> None:
+    frames = read_video(clip24, fps=12, start=0.5, max_frames=4)
+    assert [_frame_index(f) for f in frames] == [12, 14, 16, 18]
+
+
+def test_resize_in_decoder(clip24: Path) -> None:
+    assert read_video(clip24, size=(32, 16), max_frames=1).shape == (1, 16, 32, 3)
+    assert read_video(clip24, size=24, max_frames=1).shape == (1, 24, 32, 3)  # short side, aspect kept
+
+
+def test_decoding_stops_once_enough_frames(clip24: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded = []
+    real_open = av.open
+
+    class CountingContainer:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def decode(self, *args, **kwargs):
+            for frame in self.inner.decode(*args, **kwargs):
+                decoded.append(frame)
+                yield frame
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(video.av, "open", lambda *a, **k: CountingContainer(real_open(*a, **k)))
+    frames = list(iter_frames(clip24, max_frames=3))
+    assert len(frames) == 3
+    assert len(decoded) == 3
+
+
+def _audio_only(path: Path) -> Path:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mp2", rate=44100)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1152), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 44100
+        for _ in range(5):
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda p: p, "file not found"),
+        (lambda p: (p.write_bytes(b""), p)[1], "empty file"),
+        (lambda p: (p.write_bytes(b"hello, not a video\n" * 50), p)[1], "not a readable media file"),
+        (lambda p: (p.mkdir(), p)[1], "is a directory"),
+        (lambda p: _audio_only(p.with_suffix(".mp2")), "no video stream"),
+    ],
+    ids=["missing", "zero-bytes", "text", "directory", "audio-only"],
+)
+def test_unreadable_inputs_raise_typed_error(tmp_path: Path, make, reason: str) -> None:
+    path = make(tmp_path / "bad name ü.mp4")
+    for reader in (read_video, probe_video):
+        with pytest.raises(VideoReadError) as caught:
+            reader(path)
+        assert caught.value.path == str(path)
+        assert reason in caught.value.reason
+
+
+def test_truncated_mp4_raises_typed_error(clip24: Path, tmp_path: Path) -> None:
+    data = clip24.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoReadError) as caught:
+        read_video(cut)
+    assert caught.value.path == str(cut)
+
+
+@pytest.mark.parametrize(
+    ("frames", "message"),
+    [
+        (np.zeros((2, 31, 32, 3), np.uint8), "even"),
+        (np.zeros((2, 32, 32, 3), np.float32), "uint8"),
+        (np.zeros((0, 32, 32, 3), np.uint8), "T > 0"),
+    ],
+)
+def test_write_rejects_bad_frames(tmp_path: Path, frames: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        write_video(tmp_path / "x.mp4", frames, fps=8)
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_write_is_atomic_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "keep.mp4"
+    target.write_bytes(b"old")
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("encoder crashed")
+
+    monkeypatch.setattr(video.av.VideoFrame, "from_ndarray", explode)
+    with pytest.raises(RuntimeError):
+        write_video(target, _indexed_frames(3), fps=8)
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.mp4"]
