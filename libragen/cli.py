@@ -13,6 +13,8 @@ import typer
 from libragen import __version__
 from libragen.core.config import ConfigError
 from libragen.core.video import VideoReadError
+from libragen.eval.cli import eval_app
+from libragen.eval.scorers import ScorerLoadError
 from libragen.world.cli import world_app
 
 NOT_IMPLEMENTED_EXIT = 3
@@ -24,6 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(world_app, name="world")
+app.add_typer(eval_app, name="eval")
 
 # (group, command or None for a top-level command, issue that builds it, what it will do)
 PLANNED: list[tuple[str, str | None, int, str]] = [
@@ -39,7 +42,6 @@ PLANNED: list[tuple[str, str | None, int, str]] = [
     ("dpo", "pairs", 9, "generate and filter DPO preference pairs"),
     ("merge", None, 8, "merge LoRAs with peft"),
     ("generate", None, 10, "subject-to-video generation with dynamic CFG"),
-    ("eval", None, 3, "evaluate generated videos"),
     ("reproduce", None, 11, "rerun the paper's claims end to end on LibraWorld"),
 ]
 
@@ -79,6 +81,6 @@ def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     try:
         app()
-    except (ConfigError, VideoReadError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, VideoReadError, ValueError, FileNotFoundError, ScorerLoadError) as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)

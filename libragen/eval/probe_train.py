@@ -1,0 +1,258 @@
+"""Train and test the LibraWorld probes on real clips (``libragen eval train-probes``).
+
+Attribute probe: per clip, queries for each present subject (presence 1, its direction) and for absent
+(colour, shape) pairs — half of them sharing the colour or the shape of a present subject, so the probe
+must read both — plus scene and subject-count targets.
+
+Identity encoder: InfoNCE between a reference-style crop of a subject (masked, white background) and
+a jittered window of the same identity in *another* clip when one exists (else another frame), with
+background-only windows as extra negatives so that empty regions never look like a subject.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from libragen.eval.probe_data import IdentityCrops, ProbeSet, window_crop
+from libragen.eval.probe_models import AttributeProbe, IdentityEncoder
+from libragen.world.identity import COLOUR_NAMES, SHAPES
+
+Log = Callable[[str], None]
+
+
+def warmup_cosine(
+    optimiser: torch.optim.Optimizer, steps: int, warmup: float = 0.05
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over the first ``warmup`` share of steps, then cosine decay to zero."""
+    warm = max(1, int(steps * warmup))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, steps - warm))
+        return 0.5 * (1 + np.cos(np.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
+
+
+@dataclass
+class Queries:
+    clip: np.ndarray  # (Q,) index into the probe set
+    colour: np.ndarray
+    shape: np.ndarray
+    present: np.ndarray  # (Q,) 0/1
+    direction: np.ndarray  # (Q,) direction index, -1 where not applicable
+
+
+def make_queries(labels, rng: np.random.Generator, negatives_per_clip: int = 2) -> Queries:
+    """All positive queries and ``negatives_per_clip`` absent ones per clip."""
+    clip, colour, shape, present, direction = [], [], [], [], []
+    for i, label in enumerate(labels):
+        pairs = [(s.colour, s.shape) for s in label.subjects]
+        for s in label.subjects:
+            ambiguous = pairs.count((s.colour, s.shape)) > 1
+            clip.append(i), colour.append(s.colour), shape.append(s.shape), present.append(1)
+            direction.append(-1 if ambiguous else s.direction)
+        for _ in range(negatives_per_clip):
+            while True:
+                anchor = label.subjects[rng.integers(len(label.subjects))]
+                mode = rng.integers(3)
+                c = anchor.colour if mode == 0 else int(rng.integers(len(COLOUR_NAMES)))
+                h = anchor.shape if mode == 1 else int(rng.integers(len(SHAPES)))
+                if (c, h) not in pairs:
+                    break
+            clip.append(i), colour.append(c), shape.append(h), present.append(0), direction.append(-1)
+    return Queries(*(np.array(v) for v in (clip, colour, shape, present, direction)))
+
+
+def _attribute_batch(data: ProbeSet, queries: Queries, idx: np.ndarray) -> dict[str, torch.Tensor]:
+    clips = queries.clip[idx]
+    return {
+        "video": torch.from_numpy(data.videos[clips]),
+        "colour": torch.from_numpy(queries.colour[idx]).long()[:, None],
+        "shape": torch.from_numpy(queries.shape[idx]).long()[:, None],
+        "present": torch.from_numpy(queries.present[idx]).float(),
+        "direction": torch.from_numpy(queries.direction[idx]).long(),
+        "scene": torch.tensor([data.labels[c].scene for c in clips]),
+        "count": torch.tensor([data.labels[c].count - 1 for c in clips]),
+    }
+
+
+def _augment_video(video: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Brightness/contrast jitter (the generator's colours will not be exact)."""
+    gain = torch.from_numpy(rng.uniform(0.85, 1.15, size=(len(video), 1, 1, 1, 1))).float()
+    bias = torch.from_numpy(rng.uniform(-12, 12, size=(len(video), 1, 1, 1, 1))).float()
+    return (video.float() * gain + bias).clamp(0, 255)
+
+
+def train_attribute_probe(
+    train: ProbeSet, *, steps: int, batch: int = 24, lr: float = 2e-3, seed: int = 0, log: Log = print
+) -> AttributeProbe:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = AttributeProbe(frames=train.videos.shape[1])
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = warmup_cosine(optimiser, steps)
+    start = time.perf_counter()
+    queries = make_queries(train.labels, rng)
+    for step in range(steps):
+        if step and step % 200 == 0:
+            queries = make_queries(train.labels, rng)  # fresh absent-subject queries
+        b = _attribute_batch(train, queries, rng.integers(len(queries.clip), size=batch))
+        out = model(_augment_video(b["video"], rng), b["colour"], b["shape"])
+        has_dir = b["direction"] >= 0
+        loss = (
+            F.binary_cross_entropy_with_logits(out["present"][:, 0], b["present"])
+            + (F.cross_entropy(out["direction"][:, 0][has_dir], b["direction"][has_dir]) if has_dir.any() else 0.0)
+            + 0.5 * F.cross_entropy(out["scene"], b["scene"])
+            + 0.5 * F.cross_entropy(out["count"], b["count"])
+        )
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        schedule.step()
+        if step % 100 == 0 or step == steps - 1:
+            log(f"attribute probe step {step}/{steps} loss {loss.item():.3f} ({time.perf_counter() - start:.0f}s)")
+    return model.eval()
+
+
+@torch.no_grad()
+def test_attribute_probe(model: AttributeProbe, data: ProbeSet, seed: int = 1) -> dict[str, float]:
+    """Accuracy of each head on ``data`` (presence on balanced positive/absent queries)."""
+    queries = make_queries(data.labels, np.random.default_rng(seed))
+    correct: dict[str, list[bool]] = defaultdict(list)
+    for start in range(0, len(data.videos), 32):
+        clips = np.arange(start, min(start + 32, len(data.videos)))
+        video = torch.from_numpy(data.videos[clips])
+        maps = model.features(video)
+        pooled = model.pooled(maps)
+        for name, head, features in (("scene", model.scene, pooled), ("count", model.count, maps.amax(dim=1))):
+            predicted = head(features).argmax(1).numpy()
+            target = name
+            truth = np.array([getattr(data.labels[c], target) - (1 if target == "count" else 0) for c in clips])
+            correct[name].extend((predicted == truth).tolist())
+        for local, c in enumerate(clips):
+            mine = np.flatnonzero(queries.clip == c)
+            out = model.query(
+                maps[local : local + 1],
+                torch.from_numpy(queries.colour[mine])[None],
+                torch.from_numpy(queries.shape[mine])[None],
+                video[local : local + 1],
+            )
+            present = (out["present"][0] > 0).numpy()
+            correct["presence"].extend((present == queries.present[mine].astype(bool)).tolist())
+            direction = out["direction"][0].argmax(-1).numpy()
+            has = queries.direction[mine] >= 0
+            correct["direction"].extend((direction[has] == queries.direction[mine][has]).tolist())
+    return {name: float(np.mean(values)) for name, values in correct.items()}
+
+
+def _identity_views(crops: IdentityCrops, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each anchor, a window of the same identity from another clip when there is one."""
+    by_identity: dict[int, list[int]] = defaultdict(list)
+    for i, identity_id in enumerate(crops.identity_ids):
+        by_identity[int(identity_id)].append(i)
+    partners = []
+    for i in idx:
+        others = [j for j in by_identity[int(crops.identity_ids[i])] if crops.clip_index[j] != crops.clip_index[i]]
+        partners.append(int(rng.choice(others)) if others else int(i))
+    partners_arr = np.array(partners)
+    return crops.windows(partners_arr, rng.integers(crops.frames.shape[1], size=len(idx)), rng)
+
+
+def _background_windows(crops: IdentityCrops, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Windows far from the subject in random frames: mostly scene, sometimes a different subject's edge."""
+    out = []
+    height, width = crops.frames.shape[2:4]
+    for _ in range(count):
+        i, k = rng.integers(len(crops.identity_ids)), rng.integers(crops.frames.shape[1])
+        side = rng.uniform(12, 28)
+        x0, y0 = rng.uniform(0, width - side), rng.uniform(0, height - side)
+        box = np.array([x0, y0, x0 + side, y0 + side])
+        subject = crops.boxes[i, k]
+        overlap_x = max(0.0, min(box[2], subject[2]) - max(box[0], subject[0]))
+        overlap_y = max(0.0, min(box[3], subject[3]) - max(box[1], subject[1]))
+        if overlap_x * overlap_y > 0.15 * side * side:
+            continue
+        out.append(window_crop(crops.frames[i, k], box))
+    return np.stack(out) if out else np.zeros((0, *crops.references.shape[1:]), np.uint8)
+
+
+def train_identity_encoder(
+    crops: IdentityCrops,
+    *,
+    steps: int,
+    batch: int = 96,
+    lr: float = 2e-3,
+    temperature: float = 0.07,
+    seed: int = 0,
+    log: Log = print,
+) -> IdentityEncoder:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = IdentityEncoder()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = warmup_cosine(optimiser, steps)
+    start = time.perf_counter()
+    unique_ids = np.unique(crops.identity_ids)
+    first_of = {int(i): np.flatnonzero(crops.identity_ids == i) for i in unique_ids}
+    for step in range(steps):
+        chosen = rng.choice(unique_ids, size=min(batch, len(unique_ids)), replace=False)
+        anchors = np.array([rng.choice(first_of[int(i)]) for i in chosen])
+        refs = torch.from_numpy(crops.references[anchors])
+        views = torch.from_numpy(_identity_views(crops, anchors, rng))
+        background = torch.from_numpy(_background_windows(crops, batch // 3, rng))
+        a = model(_augment_crops(refs, rng))
+        b = model(_augment_crops(torch.cat([views, background]), rng))
+        logits = a @ b.T / temperature
+        target = torch.arange(len(a))
+        loss = F.cross_entropy(logits, target) + F.cross_entropy(logits[:, : len(a)].T, target)
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        schedule.step()
+        if step % 100 == 0 or step == steps - 1:
+            log(f"identity encoder step {step}/{steps} loss {loss.item():.3f} ({time.perf_counter() - start:.0f}s)")
+    return model.eval()
+
+
+def _augment_crops(crops: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    gain = torch.from_numpy(rng.uniform(0.85, 1.15, size=(len(crops), 1, 1, 1))).float()
+    bias = torch.from_numpy(rng.uniform(-10, 10, size=(len(crops), 1, 1, 1))).float()
+    return (crops.float() * gain + bias).clamp(0, 255)
+
+
+@torch.no_grad()
+def test_identity_retrieval(model: IdentityEncoder, crops: IdentityCrops, seed: int = 1) -> dict[str, float]:
+    """Top-1 retrieval: gallery = one reference per identity; queries = windows from other clips."""
+    rng = np.random.default_rng(seed)
+    gallery_rows, query_rows = [], []
+    for identity_id in np.unique(crops.identity_ids):
+        rows = np.flatnonzero(crops.identity_ids == identity_id)
+        clips = crops.clip_index[rows]
+        if len(np.unique(clips)) < 2:
+            continue
+        gallery = int(rows[0])
+        gallery_rows.append(gallery)
+        query_rows.extend(int(r) for r in rows if crops.clip_index[r] != crops.clip_index[gallery])
+    gallery_idx, query_idx = np.array(gallery_rows), np.array(query_rows)
+    gallery = model(torch.from_numpy(crops.references[gallery_idx]))
+    queries = model(
+        torch.from_numpy(crops.windows(query_idx, rng.integers(crops.frames.shape[1], size=len(query_idx))))
+    )
+    nearest = (queries @ gallery.T).argmax(1).numpy()
+    truth = crops.identity_ids[query_idx]
+    return {
+        "identities": float(len(gallery_idx)),
+        "queries": float(len(query_idx)),
+        "top1": float(np.mean(crops.identity_ids[gallery_idx][nearest] == truth)),
+    }

@@ -1,0 +1,122 @@
+"""Shipped LibraWorld probes: where they live, how they were made, how to load and retrain them.
+
+``libragen/eval/weights/`` holds ``attribute_probe.safetensors``, ``identity_encoder.safetensors`` and
+``probes.json`` (the exact command, data seeds, step counts and the held-out accuracies measured right
+after training). :func:`train_probes` is what ``libragen eval train-probes`` runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from libragen.core.files import atomic_path, write_bytes_atomic
+from libragen.eval.probe_data import load_identity_crops, load_probe_set
+from libragen.eval.probe_models import AttributeProbe, IdentityEncoder
+from libragen.eval.probe_train import (
+    test_attribute_probe,
+    test_identity_retrieval,
+    train_attribute_probe,
+    train_identity_encoder,
+)
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+ATTRIBUTE_FILE = "attribute_probe.safetensors"
+IDENTITY_FILE = "identity_encoder.safetensors"
+RECORD_FILE = "probes.json"
+
+
+class ProbesMissing(FileNotFoundError):
+    """The probe weights are not where they were looked for."""
+
+
+@dataclass
+class Probes:
+    attribute: AttributeProbe
+    identity: IdentityEncoder
+    record: dict
+
+
+def _save(model: torch.nn.Module, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+
+
+def load_probes(directory: str | os.PathLike[str] | None = None) -> Probes:
+    """Load both probes (default: the shipped ones) in eval mode."""
+    root = Path(directory) if directory is not None else WEIGHTS_DIR
+    paths = [root / ATTRIBUTE_FILE, root / IDENTITY_FILE, root / RECORD_FILE]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ProbesMissing(f"probe files missing: {', '.join(missing)} (train them: libragen eval train-probes)")
+    record = json.loads(paths[2].read_text())
+    attribute = AttributeProbe(**record["attribute"]["model"])
+    attribute.load_state_dict(load_file(str(paths[0])))
+    identity = IdentityEncoder(**record["identity"]["model"])
+    identity.load_state_dict(load_file(str(paths[1])))
+    return Probes(attribute.eval(), identity.eval(), record)
+
+
+def train_probes(
+    train_world: str | os.PathLike[str],
+    test_world: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    attribute_steps: int,
+    identity_steps: int,
+    frames: int = 8,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train both probes on ``train_world`` clips, test on ``test_world`` clips, save weights + record."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    record: dict = {
+        "command": " ".join(["libragen", *sys.argv[1:]]) if sys.argv else "",
+        "seed": seed,
+        "train_world": str(train_world),
+        "test_world": str(test_world),
+    }
+
+    start = time.perf_counter()
+    train_set, test_set = load_probe_set(train_world, frames), load_probe_set(test_world, frames)
+    log(f"attribute data: {len(train_set.videos)} train clips, {len(test_set.videos)} test clips")
+    attribute = train_attribute_probe(train_set, steps=attribute_steps, seed=seed, log=log)
+    attribute_metrics = test_attribute_probe(attribute, test_set)
+    log(f"attribute probe held-out accuracy: {attribute_metrics}")
+    _save(attribute, out / ATTRIBUTE_FILE)
+    record["attribute"] = {
+        "model": {"channels": attribute.channels, "frames": frames},
+        "steps": attribute_steps,
+        "train_clips": len(train_set.videos),
+        "test_clips": len(test_set.videos),
+        "heldout_accuracy": attribute_metrics,
+        "seconds": round(time.perf_counter() - start),
+    }
+    del train_set, test_set
+
+    start = time.perf_counter()
+    train_crops, test_crops = load_identity_crops(train_world), load_identity_crops(test_world)
+    log(f"identity data: {len(train_crops.identity_ids)} train appearances, {len(test_crops.identity_ids)} test")
+    identity = train_identity_encoder(train_crops, steps=identity_steps, seed=seed, log=log)
+    identity_metrics = test_identity_retrieval(identity, test_crops)
+    log(f"identity encoder held-out retrieval: {identity_metrics}")
+    _save(identity, out / IDENTITY_FILE)
+    record["identity"] = {
+        "model": {"channels": identity.head.in_channels, "dim": identity.head.out_channels},
+        "steps": identity_steps,
+        "train_appearances": len(train_crops.identity_ids),
+        "heldout_retrieval": identity_metrics,
+        "seconds": round(time.perf_counter() - start),
+    }
+    write_bytes_atomic(out / RECORD_FILE, json.dumps(record, indent=2).encode())
+    return record
