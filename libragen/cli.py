@@ -13,8 +13,10 @@ import typer
 from libragen import __version__
 from libragen.core.config import ConfigError
 from libragen.core.video import VideoReadError
+from libragen.curate.cli import curate_app
 from libragen.eval.cli import eval_app
 from libragen.eval.scorers import ScorerLoadError
+from libragen.review.cli import review_app
 from libragen.world.cli import world_app
 
 NOT_IMPLEMENTED_EXIT = 3
@@ -27,14 +29,11 @@ app = typer.Typer(
 )
 app.add_typer(world_app, name="world")
 app.add_typer(eval_app, name="eval")
+app.add_typer(curate_app, name="curate")
+app.add_typer(review_app, name="review")
 
 # (group, command or None for a top-level command, issue that builds it, what it will do)
 PLANNED: list[tuple[str, str | None, int, str]] = [
-    ("curate", "run", 5, "automatic curation of a raw video pool on Ray Data"),
-    ("curate", "report", 5, "HTML report of a curation run"),
-    ("review", "serve", 6, "manual review web app"),
-    ("review", "add-user", 6, "issue a reviewer login token"),
-    ("review", "export", 6, "export the human-approved manifest"),
     ("pairs", "build", 7, "build in-pair and cross-pair training samples"),
     ("train", "vgfm", 4, "pre-train the LibraWorld text-to-video foundation model"),
     ("train", "sft", 8, "Tune-to-Balance LoRA fine-tuning"),
