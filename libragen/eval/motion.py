@@ -79,26 +79,37 @@ def motion_smoothness(frames: np.ndarray) -> float:
     return float(1.0 - np.mean(errors))
 
 
-def motion_scores(frames: np.ndarray, fps: float) -> MotionScores:
-    """All motion metrics of one video."""
+def top_flow(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame pair: mean of the top 5 % flow magnitudes, and the OpenS2V amplitude (width-16 maps)."""
     frames = _check(frames)
     height, width = frames.shape[1:3]
-    threshold = dynamic_threshold(height, width, fps)
+    small_h = max(1, round(16 * height / width))
     top_means, amplitudes = [], []
     for a, b in pairwise(frames):
         flow = optical_flow(a, b)
         magnitude = np.linalg.norm(flow, axis=-1).ravel()
         top = np.sort(magnitude)[-max(1, int(0.05 * magnitude.size)) :]
         top_means.append(float(top.mean()))
-        small_h = max(1, round(16 * height / width))
         amplitudes.append(float(np.abs(cv2.resize(flow, (16, small_h), interpolation=cv2.INTER_AREA)).mean()))
-    moving = np.array(top_means) > threshold
+    return np.array(top_means), np.array(amplitudes)
+
+
+def temporal_flicker(frames: np.ndarray) -> float:
+    """VBench temporal flicker: (255 - mean absolute difference of consecutive frames) / 255."""
+    frames = _check(frames)
+    return float(1.0 - np.abs(np.diff(frames.astype(np.float32), axis=0)).mean() / 255.0)
+
+
+def motion_scores(frames: np.ndarray, fps: float) -> MotionScores:
+    """All motion metrics of one video."""
+    frames = _check(frames)
+    top_means, amplitudes = top_flow(frames)
+    moving = top_means > dynamic_threshold(frames.shape[1], frames.shape[2], fps)
     needed = round(4 * len(moving) / 16)
-    flicker = 1.0 - np.abs(np.diff(frames.astype(np.float32), axis=0)).mean() / 255.0
     return MotionScores(
         dynamic=float(moving.sum() >= max(1, needed)),
         dynamic_fraction=float(moving.mean()),
-        amplitude=float(np.mean(amplitudes)),
+        amplitude=float(amplitudes.mean()),
         smoothness=motion_smoothness(frames),
-        flicker=float(flicker),
+        flicker=temporal_flicker(frames),
     )

@@ -1,0 +1,54 @@
+"""Curation thresholds (YAML ``--config curate.yaml``, validated by pydantic) with documented defaults.
+
+Defaults were set on a LibraWorld pool (``libragen world make --n 1000 --defects 0.3 --seed 5``) and are
+stated in the units the probes report (see :mod:`libragen.curate.probes`); on real footage, start from
+them and look at the report's histograms.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from libragen.core.config import StrictModel
+
+
+class CurateConfig(StrictModel):
+    # decoding: one decode per clip, shared by all probes
+    analysis_size: int = Field(64, ge=16, description="short side of the analysis decode, px")
+    analysis_fps: float = Field(8.0, gt=0, description="frames per second of the analysis decode")
+    max_analysis_frames: int = Field(2400, ge=8, description="stop decoding a long video after this many frames")
+    max_file_bytes: int = Field(8 * 2**30, ge=1, description="larger files are rejected without decoding")
+
+    # container limits
+    min_frames: int = Field(8, ge=1, description="minimum frames (at analysis fps) of a clip or shot")
+    min_side: int = Field(48, ge=1, description="minimum short side of the source, px")
+    min_fps: float = Field(4.0, ge=0, description="minimum source frame rate")
+    max_fps: float = Field(120.0, gt=0, description="maximum source frame rate")
+
+    # shot cuts: a frame pair is a cut when its HSV change is both large and an outlier for the clip
+    cut_threshold: float = Field(27.0, description="mean HSV change (0-255 scale, like PySceneDetect's ContentDetector)")
+    cut_outlier_ratio: float = Field(2.0, description="... and this many times the clip's median change")
+
+    # motion (optical flow on the analysis frames)
+    static_max_motion: float = Field(0.3, ge=0, description="mean top-5% flow (px/frame) below which a clip is static")
+    min_flicker: float = Field(0.85, description="VBench temporal-flicker score below which a clip flickers")
+
+    # picture quality
+    min_edge_strength: float = Field(31.0, description="99.5th percentile of |Laplacian| below which a clip is blurred")
+    min_bits_per_pixel: float = Field(0.32, description="encoded bits per pixel per frame below which a clip is starved")
+    exposure_range: tuple[float, float] = Field((25.0, 235.0), description="allowed mean luma")
+    letterbox_min_fraction: float = Field(0.05, description="black bar thickness (share of the side) that counts")
+    letterbox_max_luma: float = Field(24.0, description="a bar row/column is darker than this in every frame")
+
+    # text overlay: static, high-contrast, text-shaped strokes
+    text_min_fraction: float = Field(0.0012, description="share of the frame covered by static text-like strokes")
+
+    # near-duplicates across the pool (perceptual hash of three keyframes)
+    duplicate_max_distance: int = Field(44, ge=0, le=192, description="Hamming distance (of 192 bits) of near-duplicates")
+
+    # subjects (detector, or LibraWorld ground-truth masks)
+    min_subject_fraction: float = Field(0.02, description="largest subject's median box share of the frame")
+    min_visible_fraction: float = Field(0.35, description="a subject hidden more than this on average is occluded")
+
+    # near-miss report: a score within this relative margin of a threshold is listed in near_reasons
+    near_margin: float = Field(0.1, ge=0, le=1)

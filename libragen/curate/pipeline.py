@@ -1,0 +1,149 @@
+"""The curation run: Ray Data over the pending inputs, then pool-wide dedup, top-N, and the manifest.
+
+``ray.init()`` is local with no set-up; ``RAY_ADDRESS`` points it at a cluster. Every input is one Ray
+Data row; :func:`libragen.curate.process.process_item` commits its result as a marker file, so a run
+killed at any moment resumes by processing only inputs without a marker. The manifest is assembled from
+the markers (in input order) and written atomically last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import libragen
+from libragen.core.config import dump_config
+from libragen.core.files import atomic_path, write_bytes_atomic
+from libragen.curate.config import CurateConfig
+from libragen.curate.dedup import duplicate_groups
+from libragen.curate.inputs import InputItem, list_inputs
+from libragen.curate.process import marker_path, process_item
+from libragen.curate.schema import CURATED_NAME, CURATED_SCHEMA
+
+
+@dataclass(frozen=True)
+class CurationSummary:
+    manifest: Path
+    inputs: int
+    processed_now: int
+    records: int
+    kept: int
+    reasons: dict[str, int]
+
+
+def code_version() -> str:
+    """Package version plus the git commit when run from a checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{libragen.__version__}+{commit}" if commit else libragen.__version__
+
+
+def config_hash(config: CurateConfig) -> str:
+    return hashlib.sha256(dump_config(config).encode()).hexdigest()[:16]
+
+
+def _init_ray(workers: int) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    common = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+    if address:
+        ray.init(address=address, **common)
+    else:
+        ray.init(num_cpus=workers, **common)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def _run_pending(pending: list[InputItem], config: CurateConfig, out: Path, context: dict[str, str],
+                 workers: int, on_item: Callable[[], None] | None) -> None:
+    import ray
+
+    _init_ray(workers)
+    config_json = config.model_dump_json()
+
+    def work(row: dict[str, Any]) -> dict[str, Any]:
+        item = InputItem(**{k: row[k] for k in InputItem.__dataclass_fields__})
+        records = process_item(item, CurateConfig.model_validate_json(config_json), out, context)
+        return {"key": item.key, "records": len(records)}
+
+    dataset = ray.data.from_items([item.to_row() for item in pending], override_num_blocks=len(pending))
+    results = dataset.map(work, num_cpus=1, concurrency=workers)
+    for _ in results.iter_rows():
+        if on_item:
+            on_item()
+
+
+def _dedup(records: list[dict[str, Any]], config: CurateConfig) -> None:
+    """Reject all but the best copy of every near-duplicate group among the clips still kept.
+
+    The best copy is the one with the largest short side, then the most bits per pixel (the least
+    re-encoded), then the highest quality score.
+    """
+    candidates = [i for i, r in enumerate(records) if r["keep"] and r["phash"]]
+    groups = duplicate_groups([records[i]["phash"] for i in candidates], config.duplicate_max_distance)
+    for group in groups:
+        members = [candidates[g] for g in group]
+        best = max(members, key=lambda i: (records[i]["scores"].get("short_side", 0.0),
+                                           records[i]["scores"].get("bits_per_pixel", 0.0),
+                                           records[i]["quality_score"], records[i]["clip_id"]))
+        for i in members:
+            records[i]["scores"]["duplicate_group_size"] = float(len(members))
+            if i != best:
+                records[i]["keep"] = False
+                records[i]["reasons"] = [*records[i]["reasons"], "near_duplicate"]
+
+
+def _keep_top(records: list[dict[str, Any]], keep: int | None) -> None:
+    if keep is None:
+        return
+    kept = sorted((i for i, r in enumerate(records) if r["keep"]), key=lambda i: -records[i]["quality_score"])
+    for i in kept[keep:]:
+        records[i]["keep"] = False
+        records[i]["reasons"] = [*records[i]["reasons"], "not_in_top_n"]
+
+
+def run_curation(
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    config: CurateConfig,
+    *,
+    keep: int | None = None,
+    workers: int = 1,
+    on_start: Callable[[int, int], None] | None = None,
+    on_item: Callable[[], None] | None = None,
+) -> CurationSummary:
+    """Curate ``source`` (folder or manifest) into ``out_dir/curated.parquet``; resumes a killed run."""
+    out = Path(out_dir)
+    (out / "records").mkdir(parents=True, exist_ok=True)
+    items = list_inputs(source)
+    context = {"config_hash": config_hash(config), "code_version": code_version()}
+    pending = [item for item in items if not marker_path(out, item.key).is_file()]
+    if on_start:
+        on_start(len(items), len(pending))
+    if pending:
+        _run_pending(pending, config, out, context, workers, on_item)
+    records = [r for item in items for r in json.loads(marker_path(out, item.key).read_text())]
+    _dedup(records, config)
+    _keep_top(records, keep)
+    manifest = out / CURATED_NAME
+    with atomic_path(manifest) as tmp:
+        pq.write_table(pa.Table.from_pylist(records, schema=CURATED_SCHEMA), tmp, compression="zstd")
+    write_bytes_atomic(out / "curate.yaml", dump_config(config).encode())
+    reasons = Counter(r["reasons"][0] for r in records if r["reasons"])
+    return CurationSummary(manifest, len(items), len(pending), len(records), sum(r["keep"] for r in records),
+                           dict(sorted(reasons.items())))

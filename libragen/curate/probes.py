@@ -1,0 +1,216 @@
+"""Weight-free curation probes over one shared analysis decode, and the thresholds that turn them into verdicts.
+
+Every probe reads the same frames (decoded once at ``analysis_size``/``analysis_fps``):
+
+* ``hsv_changes`` — per frame pair, mean absolute change of H, S and V (PySceneDetect's ContentDetector
+  measure, 0-255 scale); :func:`find_cuts` marks pairs that are large *and* outliers for the clip.
+* ``motion`` — mean over pairs of the top-5 % optical-flow magnitude (px/frame); ``flicker`` — VBench's score.
+* ``edge_strength`` — how crisp the crispest edges are (judges blur); ``sharpness`` — Laplacian variance;
+  ``blockiness`` — luma gradient across 8-px block edges over
+  the gradient inside blocks (starved H.264 shows its block grid); ``bits_per_pixel`` from the container.
+* ``mean_luma``; ``letterbox`` — thickness (share of the side) of black bars present in every frame.
+* ``text_fraction`` — share of the frame covered by static, very bright pixels next to static, very dark
+  ones (burned-in subtitles/watermarks are white with a dark rim and do not move with the scene).
+* ``phash`` — DCT perceptual hash of three keyframes (192 bits) for pool-wide near-duplicate search.
+* subject scores from masks (LibraWorld ground truth, or any :class:`SubjectDetector`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from libragen.curate.config import CurateConfig
+from libragen.eval.motion import temporal_flicker, top_flow
+from libragen.eval.quality import sharpness
+
+
+def luma(frames: np.ndarray) -> np.ndarray:
+    return frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def hsv_changes(frames: np.ndarray) -> np.ndarray:
+    """(T - 1,) mean absolute HSV change between consecutive frames (H rescaled to 0-255)."""
+    hsv = np.stack([cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2HSV_FULL) for f in frames]).astype(np.float32)
+    if len(hsv) < 2:
+        return np.zeros(0, np.float32)
+    delta = np.abs(np.diff(hsv, axis=0))
+    delta[..., 0] = np.minimum(delta[..., 0], 256 - delta[..., 0])  # hue is circular
+    return delta.mean(axis=(1, 2, 3))
+
+
+def find_cuts(changes: np.ndarray, config: CurateConfig) -> list[int]:
+    """Frame indices where a new shot starts (a cut between frame i - 1 and i)."""
+    if len(changes) == 0:
+        return []
+    typical = float(np.median(changes)) + 1e-3
+    return [i + 1 for i, c in enumerate(changes) if c > config.cut_threshold and c > config.cut_outlier_ratio * typical]
+
+
+def edge_strength(frames: np.ndarray) -> float:
+    """Mean over frames of the 99.5th percentile of |Laplacian| of luma: how crisp the crispest edges are.
+
+    Blur softens every edge; a smooth scene (sky, snow) still has crisp subject outlines, even tiny ones,
+    so unlike the Laplacian variance this does not mistake a smooth scene for a blurred one.
+    """
+    return float(np.mean([np.percentile(np.abs(cv2.Laplacian(f, cv2.CV_32F)), 99.5) for f in luma(frames)]))
+
+
+def blockiness(frames: np.ndarray, block: int = 8) -> float:
+    """Mean |horizontal + vertical luma step| on block edges over the same inside blocks (1 = no grid)."""
+    y = luma(frames)
+    dx, dy = np.abs(np.diff(y, axis=2)), np.abs(np.diff(y, axis=1))
+    edge_x = (np.arange(dx.shape[2]) % block) == block - 1
+    edge_y = (np.arange(dy.shape[1]) % block) == block - 1
+    on_edges = dx[:, :, edge_x].mean() + dy[:, edge_y, :].mean()
+    inside = dx[:, :, ~edge_x].mean() + dy[:, ~edge_y, :].mean()
+    return float(on_edges / max(inside, 1e-3))
+
+
+def letterbox(frames: np.ndarray, max_luma: float) -> float:
+    """Thickness (share of the side) of the thickest pair of black bars (top+bottom or left+right)."""
+    brightest = luma(frames).max(axis=0)  # a bar is dark in every frame
+
+    def run(lines: np.ndarray) -> int:
+        dark = lines.max(axis=1) < max_luma
+        return int(np.argmin(dark)) if not dark.all() else len(dark)
+
+    rows = min(run(brightest), run(brightest[::-1]))
+    cols = min(run(brightest.T), run(brightest.T[::-1]))
+    return max(rows / brightest.shape[0], cols / brightest.shape[1])
+
+
+def text_fraction(frames: np.ndarray, bars: float = 0.0) -> float:
+    """Share of pixels that are static and very bright with a static very dark pixel next to them.
+
+    ``bars`` (the letterbox thickness) is cropped off first: a black bar beside bright content is not text.
+    In a still clip everything is static, so burned-in text cannot be told from the scene: 0 is returned
+    (such a clip is rejected as static anyway).
+    """
+    y = luma(frames)
+    height, width = y.shape[1:]
+    crop_y, crop_x = int(np.ceil(bars * height)) + 1, int(np.ceil(bars * width)) + 1
+    if bars > 0:
+        y = y[:, crop_y : height - crop_y, crop_x : width - crop_x] if crop_y * 2 < height else y
+    steady = y.std(axis=0) < 6.0
+    if steady.mean() > 0.95:
+        return 0.0
+    mean = y.mean(axis=0)
+    bright = steady & (mean > 215)
+    dark = (steady & (mean < 50)).astype(np.uint8)
+    rim = cv2.dilate(dark, np.ones((3, 3), np.uint8)) > 0
+    return float((bright & rim).mean())
+
+
+def phash(frames: np.ndarray) -> np.ndarray:
+    """(192,) bool: 64-bit DCT hashes of the first, middle and last frame."""
+    y = luma(frames)
+    bits = []
+    for index in (0, len(y) // 2, len(y) - 1):
+        small = cv2.resize(y[index], (32, 32), interpolation=cv2.INTER_AREA)
+        low = cv2.dct(small)[:8, :8].ravel()[1:]  # drop DC: brightness changes do not count
+        bits.append(np.concatenate([[low.mean() > 0], low > np.median(low)]))
+    return np.concatenate(bits)
+
+
+class SubjectDetector(Protocol):
+    """Finds subjects in analysis frames (pluggable for real footage, e.g. GroundingDINO + SAM by local path).
+
+    Returns ``(boxes (S, T, 4) full extents, visible_fraction (S, T))``.
+    """
+
+    name: str
+
+    def detect(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def subject_scores(boxes: np.ndarray, visible_fraction: np.ndarray, frame_area: float) -> dict[str, float]:
+    """Largest subject's median box share of the frame, and the worst subject's mean visible fraction.
+
+    ``boxes`` (S, T, 4) are full subject extents (NaN when absent); size is judged on the full extent so
+    a hidden subject counts as occluded, not as small.
+    """
+    if boxes.shape[0] == 0:
+        return {"subject_fraction": 0.0, "visible_fraction": 0.0}
+    areas = np.nan_to_num((boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1]), nan=0.0)
+    return {
+        "subject_fraction": float(np.median(areas, axis=1).max() / frame_area),
+        "visible_fraction": float(visible_fraction.mean(axis=1).min()),
+    }
+
+
+def clip_scores(frames: np.ndarray, config: CurateConfig) -> dict[str, float]:
+    """Every pixel probe of one clip or shot (container and subject scores are added by the caller)."""
+    top_means, amplitudes = top_flow(frames) if len(frames) >= 2 else (np.zeros(1), np.zeros(1))
+    bars = letterbox(frames, config.letterbox_max_luma)
+    return {
+        "letterbox": bars,
+        "motion": float(top_means.mean()),
+        "amplitude": float(amplitudes.mean()),
+        "flicker": temporal_flicker(frames) if len(frames) >= 2 else 1.0,
+        "sharpness": sharpness(frames),
+        "edge_strength": edge_strength(frames),
+        "blockiness": blockiness(frames),
+        "mean_luma": float(luma(frames).mean()),
+        "text_fraction": text_fraction(frames, bars) if len(frames) >= 2 else 0.0,
+    }
+
+
+Check = tuple[str, str, Callable[[CurateConfig], float], bool]  # reason, score, threshold, reject when below
+
+CHECKS: tuple[Check, ...] = (
+    ("too_short", "num_frames", lambda c: c.min_frames, True),
+    ("low_resolution", "short_side", lambda c: c.min_side, True),
+    ("bad_fps", "fps", lambda c: c.min_fps, True),
+    ("bad_fps", "fps", lambda c: c.max_fps, False),
+    ("static", "motion", lambda c: c.static_max_motion, True),
+    ("flicker", "flicker", lambda c: c.min_flicker, True),
+    ("blur", "edge_strength", lambda c: c.min_edge_strength, True),
+    ("low_bitrate", "bits_per_pixel", lambda c: c.min_bits_per_pixel, True),
+    ("dark_or_bright", "mean_luma", lambda c: c.exposure_range[0], True),
+    ("dark_or_bright", "mean_luma", lambda c: c.exposure_range[1], False),
+    ("letterbox", "letterbox", lambda c: c.letterbox_min_fraction, False),
+    ("text_overlay", "text_fraction", lambda c: c.text_min_fraction, False),
+    ("subject_too_small", "subject_fraction", lambda c: c.min_subject_fraction, True),
+    ("occluded", "visible_fraction", lambda c: c.min_visible_fraction, True),
+)
+
+
+#: Reasons in order of how much they explain: ``reasons[0]`` of a record is its primary reason.
+PRIORITY: tuple[str, ...] = (
+    "empty_file", "not_video", "corrupt_video", "no_video_stream", "too_large", "too_short", "low_resolution",
+    "bad_fps", "letterbox", "text_overlay", "low_bitrate", "blur", "subject_too_small", "occluded", "no_subject",
+    "static", "flicker", "dark_or_bright", "near_duplicate", "not_in_top_n",
+)
+#: A reason listed here is dropped when one of its explanations is present (a starved encode is not "blurred").
+EXPLAINED_BY: dict[str, tuple[str, ...]] = {"blur": ("low_bitrate",)}
+
+
+def order_reasons(reasons: list[str]) -> list[str]:
+    """Unique reasons sorted by :data:`PRIORITY`, with explained-away ones dropped."""
+    unique = set(reasons)
+    kept = [r for r in unique if not any(e in unique for e in EXPLAINED_BY.get(r, ()))]
+    return sorted(kept, key=PRIORITY.index)
+
+
+def judge(scores: dict[str, float], config: CurateConfig) -> tuple[list[str], list[str]]:
+    """Reject reasons (primary first), and near-miss reasons (passed by less than ``near_margin``)."""
+    reasons: list[str] = []
+    near: list[str] = []
+    for reason, name, threshold_of, below in CHECKS:
+        if name not in scores or not np.isfinite(scores[name]):
+            continue
+        value, threshold = scores[name], float(threshold_of(config))
+        failed = value < threshold if below else value > threshold
+        if failed:
+            if reason not in reasons:
+                reasons.append(reason)
+            continue
+        margin = config.near_margin * max(abs(threshold), 1e-9)
+        if abs(value - threshold) <= margin and reason not in near:
+            near.append(reason)
+    reasons = order_reasons(reasons)
+    return reasons, [r for r in near if r not in reasons]
