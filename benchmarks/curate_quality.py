@@ -108,22 +108,33 @@ def main() -> None:
     dup_recall = dup_hit / len(dup_truth) if dup_truth else float("nan")
     clean = [c for c, k in truth.items() if k == "clean"]
     clean_rejected = [c for c in clean if primary[c] != {"clean"}]
-    clean_dedup_dropped = [c for c in clean if c in dup_sources and c in in_group
-                           and any("near_duplicate" in r["reasons"] for r in by_source[c])]
+    clean_dedup_dropped = [
+        c
+        for c in clean
+        if c in dup_sources and c in in_group and any("near_duplicate" in r["reasons"] for r in by_source[c])
+    ]
 
-    print(f"pool: {args.pool} ({len(world)} clips), {summary.records} records, {summary.kept} kept, "
-          f"{seconds:.0f} s with {args.workers} Ray workers\n")
+    print(
+        f"pool: {args.pool} ({len(world)} clips), {summary.records} records, {summary.kept} kept, "
+        f"{seconds:.0f} s with {args.workers} Ray workers\n"
+    )
     print("Primary reason per source clip:\n\n" + primary_table)
     print(f"| near_duplicate (groups) | {len(dup_truth)} | {len(in_group)} | {dup_precision:.3f} | {dup_recall:.3f} |")
-    print(f"\nIn duplicate groups, the dropped member was the copy {dropped_copy} times and the original "
-          f"{dropped_original} times.")
-    print(f"Clean clips falsely rejected: {len(clean_rejected)}/{len(clean)} = "
-          f"{len(clean_rejected) / len(clean):.3%} (plus {len(clean_dedup_dropped)} originals dropped in favour "
-          "of their near-duplicate copy)")
+    print(
+        f"\nIn duplicate groups, the dropped member was the copy {dropped_copy} times and the original "
+        f"{dropped_original} times."
+    )
+    print(
+        f"Clean clips falsely rejected: {len(clean_rejected)}/{len(clean)} = "
+        f"{len(clean_rejected) / len(clean):.3%} (plus {len(clean_dedup_dropped)} originals dropped in favour "
+        "of their near-duplicate copy)"
+    )
     print("\nAny reason counting:\n\n" + any_table)
     worst = min(min(v["precision"], v["recall"]) for v in primary_numbers.values())
-    print(f"\nworst per-kind precision/recall (primary): {worst:.3f}; near-duplicate groups: "
-          f"{min(dup_precision, dup_recall):.3f}")
+    print(
+        f"\nworst per-kind precision/recall (primary): {worst:.3f}; near-duplicate groups: "
+        f"{min(dup_precision, dup_recall):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ from libragen.curate.pipeline import run_curation
 from libragen.curate.report import write_report
 from libragen.curate.schema import CURATED_NAME
 
-curate_app = typer.Typer(help="Automatic curation of a raw video pool (Ray Data, local by default).",
-                         no_args_is_help=True)
+curate_app = typer.Typer(
+    help="Automatic curation of a raw video pool (Ray Data, local by default).", no_args_is_help=True
+)
 console = Console(stderr=True)
 
 
@@ -28,12 +29,19 @@ def run(
     config: Annotated[Optional[Path], typer.Option(help="curation YAML (see configs/curate.yaml)")] = None,
     keep: Annotated[Optional[int], typer.Option(min=1, help="keep only the top N by quality score")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Ray workers (CPUs) on this machine")] = max(
-        1, os.cpu_count() or 1),
+        1, os.cpu_count() or 1
+    ),
 ) -> None:
     """Score every input, split shots, reject defects, dedup the pool; rerun to resume a killed run."""
     cfg = load_config(CurateConfig, config)
-    columns = (TextColumn("[bold]curate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("eta"), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]curate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("inputs", total=None)
 
@@ -42,8 +50,9 @@ def run(
             if pending < total:
                 console.print(f"resuming: {total - pending} of {total} inputs already done")
 
-        summary = run_curation(input, out, cfg, keep=keep, workers=workers, on_start=started,
-                               on_item=lambda: progress.advance(task))
+        summary = run_curation(
+            input, out, cfg, keep=keep, workers=workers, on_start=started, on_item=lambda: progress.advance(task)
+        )
     reasons = ", ".join(f"{k} {v}" for k, v in summary.reasons.items()) or "none"
     console.print(f"{summary.records} clips from {summary.inputs} inputs: {summary.kept} kept; rejected: {reasons}")
     typer.echo(summary.manifest)

@@ -26,7 +26,9 @@ class CurateConfig(StrictModel):
     max_fps: float = Field(120.0, gt=0, description="maximum source frame rate")
 
     # shot cuts: a frame pair is a cut when its HSV change is both large and an outlier for the clip
-    cut_threshold: float = Field(27.0, description="mean HSV change (0-255 scale, like PySceneDetect's ContentDetector)")
+    cut_threshold: float = Field(
+        27.0, description="mean HSV change (0-255 scale, like PySceneDetect's ContentDetector)"
+    )
     cut_outlier_ratio: float = Field(2.0, description="... and this many times the clip's median change")
 
     # motion (optical flow on the analysis frames)
@@ -35,7 +37,9 @@ class CurateConfig(StrictModel):
 
     # picture quality
     min_edge_strength: float = Field(31.0, description="99.5th percentile of |Laplacian| below which a clip is blurred")
-    min_bits_per_pixel: float = Field(0.32, description="encoded bits per pixel per frame below which a clip is starved")
+    min_bits_per_pixel: float = Field(
+        0.32, description="encoded bits per pixel per frame below which a clip is starved"
+    )
     exposure_range: tuple[float, float] = Field((25.0, 235.0), description="allowed mean luma")
     letterbox_min_fraction: float = Field(0.05, description="black bar thickness (share of the side) that counts")
     letterbox_max_luma: float = Field(24.0, description="a bar row/column is darker than this in every frame")
@@ -44,7 +48,9 @@ class CurateConfig(StrictModel):
     text_min_fraction: float = Field(0.0012, description="share of the frame covered by static text-like strokes")
 
     # near-duplicates across the pool (perceptual hash of three keyframes)
-    duplicate_max_distance: int = Field(44, ge=0, le=192, description="Hamming distance (of 192 bits) of near-duplicates")
+    duplicate_max_distance: int = Field(
+        44, ge=0, le=192, description="Hamming distance (of 192 bits) of near-duplicates"
+    )
 
     # subjects (detector, or LibraWorld ground-truth masks)
     min_subject_fraction: float = Field(0.02, description="largest subject's median box share of the frame")

@@ -44,8 +44,13 @@ class CurationSummary:
 def code_version() -> str:
     """Package version plus the git commit when run from a checkout."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"{libragen.__version__}+{commit}" if commit else libragen.__version__
@@ -69,8 +74,14 @@ def _init_ray(workers: int) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
-def _run_pending(pending: list[InputItem], config: CurateConfig, out: Path, context: dict[str, str],
-                 workers: int, on_item: Callable[[], None] | None) -> None:
+def _run_pending(
+    pending: list[InputItem],
+    config: CurateConfig,
+    out: Path,
+    context: dict[str, str],
+    workers: int,
+    on_item: Callable[[], None] | None,
+) -> None:
     import ray
 
     _init_ray(workers)
@@ -98,9 +109,15 @@ def _dedup(records: list[dict[str, Any]], config: CurateConfig) -> None:
     groups = duplicate_groups([records[i]["phash"] for i in candidates], config.duplicate_max_distance)
     for group in groups:
         members = [candidates[g] for g in group]
-        best = max(members, key=lambda i: (records[i]["scores"].get("short_side", 0.0),
-                                           records[i]["scores"].get("bits_per_pixel", 0.0),
-                                           records[i]["quality_score"], records[i]["clip_id"]))
+        best = max(
+            members,
+            key=lambda i: (
+                records[i]["scores"].get("short_side", 0.0),
+                records[i]["scores"].get("bits_per_pixel", 0.0),
+                records[i]["quality_score"],
+                records[i]["clip_id"],
+            ),
+        )
         for i in members:
             records[i]["scores"]["duplicate_group_size"] = float(len(members))
             if i != best:
@@ -145,5 +162,6 @@ def run_curation(
         pq.write_table(pa.Table.from_pylist(records, schema=CURATED_SCHEMA), tmp, compression="zstd")
     write_bytes_atomic(out / "curate.yaml", dump_config(config).encode())
     reasons = Counter(r["reasons"][0] for r in records if r["reasons"])
-    return CurationSummary(manifest, len(items), len(pending), len(records), sum(r["keep"] for r in records),
-                           dict(sorted(reasons.items())))
+    return CurationSummary(
+        manifest, len(items), len(pending), len(records), sum(r["keep"] for r in records), dict(sorted(reasons.items()))
+    )

@@ -7,6 +7,7 @@ run leaves either a complete result for an item or none — a rerun redoes exact
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -97,8 +98,9 @@ def _shot_file(item: InputItem, info: VideoInfo, start: float, end: float, targe
     return write_video(target, np.ascontiguousarray(frames[:, :height, :width]), info.fps or 8.0)
 
 
-def process_item(item: InputItem, config: CurateConfig, out_dir: str | os.PathLike[str],
-                 context: dict[str, str]) -> list[dict[str, Any]]:
+def process_item(
+    item: InputItem, config: CurateConfig, out_dir: str | os.PathLike[str], context: dict[str, str]
+) -> list[dict[str, Any]]:
     """Score one input into curated rows and commit them as its marker file."""
     cv2.setNumThreads(1)
     out = Path(out_dir)
@@ -116,8 +118,12 @@ def _records(item: InputItem, config: CurateConfig, out: Path, context: dict[str
         info = probe_video(item.path)
         short = min(info.width, info.height)
         analysis_fps = min(config.analysis_fps, info.fps) if info.fps > 0 else config.analysis_fps
-        frames = read_video(item.path, fps=analysis_fps, size=None if short <= config.analysis_size
-                            else config.analysis_size, max_frames=config.max_analysis_frames)
+        frames = read_video(
+            item.path,
+            fps=analysis_fps,
+            size=None if short <= config.analysis_size else config.analysis_size,
+            max_frames=config.max_analysis_frames,
+        )
     except VideoReadError as error:
         return [{**base, "reasons": [_unreadable_reason(item.path, error)]}]
 
@@ -131,14 +137,19 @@ def _records(item: InputItem, config: CurateConfig, out: Path, context: dict[str
     cuts = find_cuts(hsv_changes(frames), config)
     bounds = [0, *cuts, len(frames)]
     records = []
-    for shot, (first, last) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+    for shot, (first, last) in enumerate(itertools.pairwise(bounds)):
         shot_frames = frames[first:last]
         start_time, end_time = first / analysis_fps, last / analysis_fps
         scores = {**container, "num_frames": float(len(shot_frames)), "source_cuts": float(len(cuts))}
         if len(shot_frames) >= 2:
             scores.update(clip_scores(shot_frames, config))
-        scores.update({f"{k}": v for k, v in quality_scores(shot_frames).as_dict().items()
-                       if k in ("visual_quality", "noise", "colourfulness", "exposure")})
+        scores.update(
+            {
+                f"{k}": v
+                for k, v in quality_scores(shot_frames).as_dict().items()
+                if k in ("visual_quality", "noise", "colourfulness", "exposure")
+            }
+        )
         sliced, _ = _slice_subjects(item, info, start_time, end_time)
         if sliced is not None:
             if sliced:
@@ -155,23 +166,25 @@ def _records(item: InputItem, config: CurateConfig, out: Path, context: dict[str
             path = _shot_file(item, info, start_time, end_time, out / CLIPS_DIR / f"{item.key}_shot{shot}.mp4")
         else:
             clip_id, path = item.source_id, Path(item.path)
-        records.append({
-            **base,
-            "clip_id": clip_id,
-            "path": os.path.relpath(path, out),
-            "start_frame": round(start_time * (info.fps or analysis_fps)),
-            "end_frame": round(end_time * (info.fps or analysis_fps)),
-            "content_hash": sha256_file(path),
-            "keep": not reasons,
-            "reasons": reasons,
-            "near_reasons": near,
-            "scores": {k: float(v) for k, v in scores.items()},
-            "quality_score": quality_score(scores),
-            "width": info.width,
-            "height": info.height,
-            "fps": float(info.fps),
-            "num_frames": int(round(len(shot_frames) * (info.fps or analysis_fps) / analysis_fps)),
-            "subjects": sliced,
-            "phash": np.packbits(phash(shot_frames)).tobytes().hex(),
-        })
+        records.append(
+            {
+                **base,
+                "clip_id": clip_id,
+                "path": os.path.relpath(path, out),
+                "start_frame": round(start_time * (info.fps or analysis_fps)),
+                "end_frame": round(end_time * (info.fps or analysis_fps)),
+                "content_hash": sha256_file(path),
+                "keep": not reasons,
+                "reasons": reasons,
+                "near_reasons": near,
+                "scores": {k: float(v) for k, v in scores.items()},
+                "quality_score": quality_score(scores),
+                "width": info.width,
+                "height": info.height,
+                "fps": float(info.fps),
+                "num_frames": round(len(shot_frames) * (info.fps or analysis_fps) / analysis_fps),
+                "subjects": sliced,
+                "phash": np.packbits(phash(shot_frames)).tobytes().hex(),
+            }
+        )
     return records

@@ -83,8 +83,9 @@ def _sheet(root: Path, records: list[dict]) -> str:
     return f'<img alt="contact sheet" src="data:image/png;base64,{_png(sheet)}">'
 
 
-def write_report(curated: str | os.PathLike[str], out: str | os.PathLike[str],
-                 config: CurateConfig | None = None) -> Path:
+def write_report(
+    curated: str | os.PathLike[str], out: str | os.PathLike[str], config: CurateConfig | None = None
+) -> Path:
     """Render the HTML report of ``curated.parquet`` to ``out``."""
     manifest = Path(curated)
     root = manifest.parent
@@ -94,7 +95,9 @@ def write_report(curated: str | os.PathLike[str], out: str | os.PathLike[str],
     groups: dict[str, list[dict]] = defaultdict(list)
     for record in records:
         groups[record["reasons"][0] if record["reasons"] else "kept"].append(record)
-    rows = "".join(f"<tr><td>{html.escape(reason)}</td><td>{count}</td></tr>" for reason, count in reasons.most_common())
+    rows = "".join(
+        f"<tr><td>{html.escape(reason)}</td><td>{count}</td></tr>" for reason, count in reasons.most_common()
+    )
     sheets = "".join(
         f"<h3>{html.escape(name)} ({len(members)})</h3>{_sheet(root, members)}"
         for name, members in sorted(groups.items(), key=lambda kv: (kv[0] != "kept", kv[0]))

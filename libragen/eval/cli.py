@@ -83,6 +83,7 @@ def train_probes_command(
     attribute_steps: Annotated[int, typer.Option(min=1)] = 1500,
     identity_steps: Annotated[int, typer.Option(min=1)] = 1500,
     seed: Annotated[int, typer.Option()] = 0,
+    only: Annotated[str, typer.Option(help="both, attribute or identity")] = "both",
 ) -> None:
     """Train the attribute probe and identity encoder on real clips; report held-out accuracy."""
     record = train_probes(
@@ -92,9 +93,12 @@ def train_probes_command(
         attribute_steps=attribute_steps,
         identity_steps=identity_steps,
         seed=seed,
+        only=only,
         log=console.print,
     )
-    console.print(record["attribute"]["heldout_accuracy"], record["identity"]["heldout_retrieval"])
+    for name, key in (("attribute", "heldout_accuracy"), ("identity", "heldout_retrieval")):
+        if name in record:
+            console.print(name, record[name][key])
     typer.echo(out)
 
 

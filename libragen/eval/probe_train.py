@@ -42,6 +42,15 @@ def warmup_cosine(
     return torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
 
 
+def _optimise(model: torch.nn.Module, optimiser: torch.optim.Optimizer, schedule, loss: torch.Tensor) -> None:
+    """One clipped optimiser step and one schedule step."""
+    optimiser.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimiser.step()
+    schedule.step()
+
+
 @dataclass
 class Queries:
     clip: np.ndarray  # (Q,) index into the probe set
@@ -114,11 +123,7 @@ def train_attribute_probe(
             + 0.5 * F.cross_entropy(out["scene"], b["scene"])
             + 0.5 * F.cross_entropy(out["count"], b["count"])
         )
-        optimiser.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
-        schedule.step()
+        _optimise(model, optimiser, schedule, loss)
         if step % 100 == 0 or step == steps - 1:
             log(f"attribute probe step {step}/{steps} loss {loss.item():.3f} ({time.perf_counter() - start:.0f}s)")
     return model.eval()
@@ -215,11 +220,7 @@ def train_identity_encoder(
         logits = a @ b.T / temperature
         target = torch.arange(len(a))
         loss = F.cross_entropy(logits, target) + F.cross_entropy(logits[:, : len(a)].T, target)
-        optimiser.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
-        schedule.step()
+        _optimise(model, optimiser, schedule, loss)
         if step % 100 == 0 or step == steps - 1:
             log(f"identity encoder step {step}/{steps} loss {loss.item():.3f} ({time.perf_counter() - start:.0f}s)")
     return model.eval()

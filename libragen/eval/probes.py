@@ -74,49 +74,58 @@ def train_probes(
     identity_steps: int,
     frames: int = 8,
     seed: int = 0,
+    only: str = "both",
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Train both probes on ``train_world`` clips, test on ``test_world`` clips, save weights + record."""
+    """Train the probes on ``train_world`` clips, test on ``test_world`` clips, save weights + record.
+
+    ``only`` ("attribute" or "identity") retrains one probe and keeps the other's record entry.
+    """
+    if only not in ("both", "attribute", "identity"):
+        raise ValueError(f"only must be both, attribute or identity, got {only!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    record: dict = {
-        "command": " ".join(["libragen", *sys.argv[1:]]) if sys.argv else "",
-        "seed": seed,
-        "train_world": str(train_world),
-        "test_world": str(test_world),
-    }
+    record_path = out / RECORD_FILE
+    record: dict = json.loads(record_path.read_text()) if only != "both" and record_path.is_file() else {}
+    record.update({"seed": seed, "train_world": str(train_world), "test_world": str(test_world)})
+    command = " ".join(["libragen", *sys.argv[1:]])
 
-    start = time.perf_counter()
-    train_set, test_set = load_probe_set(train_world, frames), load_probe_set(test_world, frames)
-    log(f"attribute data: {len(train_set.videos)} train clips, {len(test_set.videos)} test clips")
-    attribute = train_attribute_probe(train_set, steps=attribute_steps, seed=seed, log=log)
-    attribute_metrics = test_attribute_probe(attribute, test_set)
-    log(f"attribute probe held-out accuracy: {attribute_metrics}")
-    _save(attribute, out / ATTRIBUTE_FILE)
-    record["attribute"] = {
-        "model": {"channels": attribute.channels, "frames": frames},
-        "steps": attribute_steps,
-        "train_clips": len(train_set.videos),
-        "test_clips": len(test_set.videos),
-        "heldout_accuracy": attribute_metrics,
-        "seconds": round(time.perf_counter() - start),
-    }
-    del train_set, test_set
+    if only in ("both", "attribute"):
+        start = time.perf_counter()
+        train_set, test_set = load_probe_set(train_world, frames), load_probe_set(test_world, frames)
+        log(f"attribute data: {len(train_set.videos)} train clips, {len(test_set.videos)} test clips")
+        attribute = train_attribute_probe(train_set, steps=attribute_steps, seed=seed, log=log)
+        attribute_metrics = test_attribute_probe(attribute, test_set)
+        log(f"attribute probe held-out accuracy: {attribute_metrics}")
+        _save(attribute, out / ATTRIBUTE_FILE)
+        record["attribute"] = {
+            "command": command,
+            "model": {"channels": attribute.channels, "frames": frames},
+            "steps": attribute_steps,
+            "train_clips": len(train_set.videos),
+            "test_clips": len(test_set.videos),
+            "heldout_accuracy": attribute_metrics,
+            "seconds": round(time.perf_counter() - start),
+        }
+        write_bytes_atomic(record_path, json.dumps(record, indent=2).encode())
+        del train_set, test_set
 
-    start = time.perf_counter()
-    train_crops, test_crops = load_identity_crops(train_world), load_identity_crops(test_world)
-    log(f"identity data: {len(train_crops.identity_ids)} train appearances, {len(test_crops.identity_ids)} test")
-    identity = train_identity_encoder(train_crops, steps=identity_steps, seed=seed, log=log)
-    identity_metrics = test_identity_retrieval(identity, test_crops)
-    log(f"identity encoder held-out retrieval: {identity_metrics}")
-    _save(identity, out / IDENTITY_FILE)
-    record["identity"] = {
-        "model": {"channels": identity.head.in_channels, "dim": identity.head.out_channels},
-        "steps": identity_steps,
-        "train_appearances": len(train_crops.identity_ids),
-        "heldout_retrieval": identity_metrics,
-        "seconds": round(time.perf_counter() - start),
-    }
-    write_bytes_atomic(out / RECORD_FILE, json.dumps(record, indent=2).encode())
+    if only in ("both", "identity"):
+        start = time.perf_counter()
+        train_crops, test_crops = load_identity_crops(train_world), load_identity_crops(test_world)
+        log(f"identity data: {len(train_crops.identity_ids)} train appearances, {len(test_crops.identity_ids)} test")
+        identity = train_identity_encoder(train_crops, steps=identity_steps, seed=seed, log=log)
+        identity_metrics = test_identity_retrieval(identity, test_crops)
+        log(f"identity encoder held-out retrieval: {identity_metrics}")
+        _save(identity, out / IDENTITY_FILE)
+        record["identity"] = {
+            "command": command,
+            "model": {"channels": identity.head.in_channels, "dim": identity.head.out_channels},
+            "steps": identity_steps,
+            "train_appearances": len(train_crops.identity_ids),
+            "heldout_retrieval": identity_metrics,
+            "seconds": round(time.perf_counter() - start),
+        }
+        write_bytes_atomic(record_path, json.dumps(record, indent=2).encode())
     return record
