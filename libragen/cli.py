@@ -16,6 +16,7 @@ from libragen.core.video import VideoReadError
 from libragen.curate.cli import curate_app
 from libragen.eval.cli import eval_app
 from libragen.eval.scorers import ScorerLoadError
+from libragen.pairs.cli import pairs_app
 from libragen.review.cli import review_app
 from libragen.world.cli import world_app
 
@@ -31,10 +32,10 @@ app.add_typer(world_app, name="world")
 app.add_typer(eval_app, name="eval")
 app.add_typer(curate_app, name="curate")
 app.add_typer(review_app, name="review")
+app.add_typer(pairs_app, name="pairs")
 
 # (group, command or None for a top-level command, issue that builds it, what it will do)
 PLANNED: list[tuple[str, str | None, int, str]] = [
-    ("pairs", "build", 7, "build in-pair and cross-pair training samples"),
     ("train", "vgfm", 4, "pre-train the LibraWorld text-to-video foundation model"),
     ("train", "sft", 8, "Tune-to-Balance LoRA fine-tuning"),
     ("train", "dpo", 9, "Consis-DPO / Real-Fake DPO training"),
