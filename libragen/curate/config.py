@@ -48,9 +48,9 @@ class CurateConfig(StrictModel):
     text_min_fraction: float = Field(0.0012, description="share of the frame covered by static text-like strokes")
 
     # near-duplicates across the pool (perceptual hash of three keyframes)
-    duplicate_max_distance: int = Field(
-        44, ge=0, le=192, description="Hamming distance (of 192 bits) of near-duplicates"
-    )
+    duplicate_max_distance: int = Field(48, ge=0, le=192, description="Hamming distance (of 192) of candidates")
+    duplicate_min_correlation: float = Field(0.95, description="keyframe correlation confirming a duplicate")
+    duplicate_max_shift: int = Field(3, ge=0, description="re-crop shift (px) searched when confirming")
 
     # subjects (detector, or LibraWorld ground-truth masks)
     min_subject_fraction: float = Field(0.02, description="largest subject's median box share of the frame")

@@ -2,7 +2,9 @@
 
 Hashes are split into bands; two clips become candidates when any band is identical, and candidates
 within ``max_distance`` bits are linked. Connected groups keep their best clip (highest quality score);
-the others are rejected as near-duplicates. With 24 bands of 8 bits, two 192-bit hashes at distance <= 23
+the others are rejected as near-duplicates. Hashes only propose candidates: on small frames, different clips of
+similar smooth scenes can hash close, so each candidate pair is confirmed by :func:`aligned_correlation` of the
+actual keyframes. With 24 bands of 8 bits, two 192-bit hashes at distance <= 23
 always share a band (pigeonhole); pairs further apart (up to ``max_distance``) are found when they share one,
 which near-duplicates (few, clustered bit flips) almost always do.
 """
@@ -10,7 +12,9 @@ which near-duplicates (few, clustered bit flips) almost always do.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
+import cv2
 import numpy as np
 
 
@@ -18,8 +22,37 @@ def _bits(hex_hash: str) -> np.ndarray:
     return np.unpackbits(np.frombuffer(bytes.fromhex(hex_hash), np.uint8))
 
 
-def duplicate_groups(hashes: list[str | None], max_distance: int, bands: int = 24) -> list[list[int]]:
-    """Groups (lists of indices, size >= 2) of hashes within ``max_distance`` bits of each other."""
+def aligned_correlation(a: np.ndarray, b: np.ndarray, max_shift: int) -> float:
+    """Best mean normalised correlation of two (K, H, W) keyframe stacks over shifts up to ``max_shift`` px.
+
+    Brightness and contrast changes do not matter (zero-mean, unit-norm); a re-crop by a few pixels does not
+    either (the shift search). Two different clips of the same kind of scene stay well below a copy's ~0.98.
+    """
+    if a.shape != b.shape:
+        b = np.stack([cv2.resize(frame, (a.shape[2], a.shape[1]), interpolation=cv2.INTER_AREA) for frame in b])
+    height, width = a.shape[1:]
+    best = -1.0
+    for dy in range(-max_shift, max_shift + 1):
+        for dx in range(-max_shift, max_shift + 1):
+            part_a = a[:, max(0, dy) : height + min(0, dy), max(0, dx) : width + min(0, dx)]
+            part_b = b[:, max(0, -dy) : height + min(0, -dy), max(0, -dx) : width + min(0, -dx)]
+            part_a = part_a - part_a.mean(axis=(1, 2), keepdims=True)
+            part_b = part_b - part_b.mean(axis=(1, 2), keepdims=True)
+            norm = np.sqrt((part_a**2).sum(axis=(1, 2)) * (part_b**2).sum(axis=(1, 2))) + 1e-6
+            best = max(best, float(((part_a * part_b).sum(axis=(1, 2)) / norm).mean()))
+    return best
+
+
+def duplicate_groups(
+    hashes: list[str | None],
+    max_distance: int,
+    bands: int = 24,
+    verify: Callable[[int, int], bool] | None = None,
+) -> list[list[int]]:
+    """Groups (lists of indices, size >= 2) of hashes within ``max_distance`` bits of each other.
+
+    ``verify(i, j)``, when given, must also confirm a candidate pair (indices into ``hashes``).
+    """
     valid = [i for i, h in enumerate(hashes) if h]
     if not valid:
         return []
@@ -45,7 +78,9 @@ def duplicate_groups(hashes: list[str | None], max_distance: int, bands: int = 2
                 if pair in checked:
                     continue
                 checked.add(pair)
-                if int(np.count_nonzero(bits[a] != bits[b])) <= max_distance:
+                if int(np.count_nonzero(bits[a] != bits[b])) > max_distance:
+                    continue
+                if verify is None or verify(valid[a], valid[b]):
                     parent[find(a)] = find(b)
     groups: dict[int, list[int]] = defaultdict(list)
     for row in range(len(valid)):

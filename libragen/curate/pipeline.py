@@ -18,15 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 import libragen
 from libragen.core.config import dump_config
 from libragen.core.files import atomic_path, write_bytes_atomic
+from libragen.core.video import read_video
 from libragen.curate.config import CurateConfig
-from libragen.curate.dedup import duplicate_groups
+from libragen.curate.dedup import aligned_correlation, duplicate_groups
 from libragen.curate.inputs import InputItem, list_inputs
+from libragen.curate.probes import luma
 from libragen.curate.process import marker_path, process_item
 from libragen.curate.schema import CURATED_NAME, CURATED_SCHEMA
 
@@ -99,14 +102,38 @@ def _run_pending(
             on_item()
 
 
-def _dedup(records: list[dict[str, Any]], config: CurateConfig) -> None:
+def _keyframes(out: Path, record: dict[str, Any], config: CurateConfig) -> np.ndarray:
+    """Luma of the first, middle and last analysis frames of a clip (what duplicate checks compare)."""
+    short = min(record["width"] or 0, record["height"] or 0)
+    frames = read_video(
+        out / record["path"],
+        fps=min(config.analysis_fps, record["fps"] or config.analysis_fps),
+        size=None if short <= config.analysis_size else config.analysis_size,
+    )
+    return luma(frames[[0, len(frames) // 2, len(frames) - 1]])
+
+
+def _dedup(records: list[dict[str, Any]], config: CurateConfig, out: Path) -> None:
     """Reject all but the best copy of every near-duplicate group among the clips still kept.
 
     The best copy is the one with the largest short side, then the most bits per pixel (the least
     re-encoded), then the highest quality score.
     """
     candidates = [i for i, r in enumerate(records) if r["keep"] and r["phash"]]
-    groups = duplicate_groups([records[i]["phash"] for i in candidates], config.duplicate_max_distance)
+    keyframes: dict[int, np.ndarray] = {}
+
+    def same_content(a: int, b: int) -> bool:
+        for k in (a, b):
+            if k not in keyframes:
+                keyframes[k] = _keyframes(out, records[candidates[k]], config)
+        return (
+            aligned_correlation(keyframes[a], keyframes[b], config.duplicate_max_shift)
+            >= config.duplicate_min_correlation
+        )
+
+    groups = duplicate_groups(
+        [records[i]["phash"] for i in candidates], config.duplicate_max_distance, verify=same_content
+    )
     for group in groups:
         members = [candidates[g] for g in group]
         best = max(
@@ -155,7 +182,7 @@ def run_curation(
     if pending:
         _run_pending(pending, config, out, context, workers, on_item)
     records = [r for item in items for r in json.loads(marker_path(out, item.key).read_text())]
-    _dedup(records, config)
+    _dedup(records, config, out)
     _keep_top(records, keep)
     manifest = out / CURATED_NAME
     with atomic_path(manifest) as tmp:
