@@ -38,26 +38,40 @@ def main() -> None:
     probes = load_probes()
     items = [item for item in read_meta(args.meta, args.world) if item.refs][: args.n]
     rng = np.random.default_rng(0)
-    rows: dict[str, list[tuple[float, float]]] = {k: [] for k in
-                                                 ("smoothness", "dynamic_degree", "visual_quality", "consistency",
-                                                  "text_alignment")}
+    rows: dict[str, list[tuple[float, float]]] = {
+        k: [] for k in ("smoothness", "dynamic_degree", "visual_quality", "consistency", "text_alignment")
+    }
     for item, other in zip(items, items[1:] + items[:1], strict=True):
         frames = read_video(item.video)
         refs = [np.asarray(Image.open(r).convert("RGB")) for r in item.refs]
         foreign = [np.asarray(Image.open(r).convert("RGB")) for r in other.refs]
         real_motion = motion_scores(frames, 8.0)
-        rows["smoothness"].append((real_motion.smoothness,
-                                   motion_scores(frames[rng.permutation(len(frames))], 8.0).smoothness))
+        rows["smoothness"].append(
+            (real_motion.smoothness, motion_scores(frames[rng.permutation(len(frames))], 8.0).smoothness)
+        )
         frozen = np.repeat(frames[:1], len(frames), axis=0)
         rows["dynamic_degree"].append((real_motion.dynamic, motion_scores(frozen, 8.0).dynamic))
         blurred = np.stack([cv2.GaussianBlur(f, (0, 0), 2.0) for f in frames])
         rows["visual_quality"].append((quality_scores(frames).visual_quality, quality_scores(blurred).visual_quality))
-        rows["consistency"].append((subject_consistency(probes.identity, frames, refs)["consistency"],
-                                    subject_consistency(probes.identity, frames, foreign)["consistency"]))
-        rows["text_alignment"].append((text_alignment(probes.attribute, frames, item.prompt)["ta"],
-                                       text_alignment(probes.attribute, frames, other.prompt)["ta"]))
-    corruption = {"smoothness": "shuffled in time", "dynamic_degree": "frozen", "visual_quality": "blurred",
-                  "consistency": "subject-swapped refs", "text_alignment": "prompt-swapped"}
+        rows["consistency"].append(
+            (
+                subject_consistency(probes.identity, frames, refs)["consistency"],
+                subject_consistency(probes.identity, frames, foreign)["consistency"],
+            )
+        )
+        rows["text_alignment"].append(
+            (
+                text_alignment(probes.attribute, frames, item.prompt)["ta"],
+                text_alignment(probes.attribute, frames, other.prompt)["ta"],
+            )
+        )
+    corruption = {
+        "smoothness": "shuffled in time",
+        "dynamic_degree": "frozen",
+        "visual_quality": "blurred",
+        "consistency": "subject-swapped refs",
+        "text_alignment": "prompt-swapped",
+    }
     print(f"{len(items)} real held-out clips from {args.world}\n")
     print("| metric | real (mean) | corrupted (mean) | corruption | real higher |")
     print("|---|---|---|---|---|")

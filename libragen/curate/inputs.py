@@ -10,9 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -40,9 +39,6 @@ class InputItem:
     subjects_json: str | None = None  # LibraWorld subject rows (boxes, visible fractions) when known
     width: int | None = None
     height: int | None = None
-
-    def to_row(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _key(text: str) -> str:

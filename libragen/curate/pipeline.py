@@ -33,6 +33,8 @@ from libragen.curate.probes import luma
 from libragen.curate.process import marker_path, process_item
 from libragen.curate.schema import CURATED_NAME, CURATED_SCHEMA
 
+BLOCKS_PER_WORKER = 8
+
 
 @dataclass(frozen=True)
 class CurationSummary:
@@ -90,13 +92,18 @@ def _run_pending(
     _init_ray(workers)
     config_json = config.model_dump_json()
 
-    def work(row: dict[str, Any]) -> dict[str, Any]:
-        item = InputItem(**{k: row[k] for k in InputItem.__dataclass_fields__})
-        records = process_item(item, CurateConfig.model_validate_json(config_json), out, context)
-        return {"key": item.key, "records": len(records)}
+    by_key = {item.key: item for item in pending}
 
-    dataset = ray.data.from_items([item.to_row() for item in pending], override_num_blocks=len(pending))
-    results = dataset.map(work, num_cpus=1, concurrency=workers)
+    def work(batch: dict[str, np.ndarray]) -> dict[str, list]:
+        config_in_worker = CurateConfig.model_validate_json(config_json)
+        keys = [str(key) for key in batch["key"]]
+        counts = [len(process_item(by_key[key], config_in_worker, out, context)) for key in keys]
+        return {"key": keys, "records": counts}
+
+    # A few blocks per worker: enough to balance load, few enough that Ray's per-task cost stays small.
+    blocks = max(1, min(len(pending), workers * BLOCKS_PER_WORKER))
+    dataset = ray.data.from_items([{"key": item.key} for item in pending], override_num_blocks=blocks)
+    results = dataset.map_batches(work, batch_size=None, num_cpus=1, concurrency=workers)
     for _ in results.iter_rows():
         if on_item:
             on_item()

@@ -102,7 +102,7 @@ def text_alignment(probe: AttributeProbe, frames: np.ndarray, prompt: str) -> di
         colour = torch.tensor([[COLOUR_NAMES.index(s.colour) for s in attributes.subjects]])
         shape = torch.tensor([[SHAPES.index(s.shape) for s in attributes.subjects]])
         out = probe.query(maps, colour, shape, video)
-        present = torch.sigmoid(out["present"][0])
+        present = out["present"][0]
         direction = out["direction"][0].softmax(-1)
         subject_scores = []
         for k, subject in enumerate(attributes.subjects):

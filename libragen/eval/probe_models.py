@@ -5,7 +5,10 @@ Both are trained only on *real* LibraWorld clips (never on generated ones) by
 
 * :class:`AttributeProbe` — given a video and a query subject (colour, shape), says whether that
   subject is present and which way it moves; also classifies the scene and the subject count. The
-  query attends over each frame's feature map; the attention centroid over time gives the motion.
+  query attends over each frame's feature map, led by the queried colour; presence factors into
+  "is this colour there" x "is the attended subject of this shape" (a shape classifier on the attended
+  features, so colour–shape combinations never seen together in training still work); the attention
+  centroid over time gives the motion.
 * :class:`IdentityEncoder` — embeds a subject so the same identity (glyph, accent, shape, colour)
   lands close whatever the pose, scale or background. Fully convolutional: :meth:`embed_windows`
   embeds every window of a frame at once, so a generated video needs no detector.
@@ -51,7 +54,8 @@ class AttributeProbe(nn.Module):
         self.colour = nn.Embedding(len(COLOUR_NAMES), channels)
         self.shape = nn.Embedding(len(SHAPES), channels)
         self.keys = nn.Conv2d(channels, channels, 1)
-        self.presence = nn.Sequential(nn.Linear(2 * channels + 4, channels), nn.SiLU(), nn.Linear(channels, 1))
+        self.colour_present = nn.Sequential(nn.Linear(4, 16), nn.SiLU(), nn.Linear(16, 1))
+        self.shape_of = nn.Sequential(nn.Linear(channels, channels), nn.SiLU(), nn.Linear(channels, len(SHAPES)))
         colours = torch.tensor([COLOURS[name] for name in COLOUR_NAMES], dtype=torch.float32) / 127.5 - 1.0
         self.register_buffer("colour_rgb", colours, persistent=False)
         self.colour_log_sigma = nn.Parameter(torch.tensor(-1.2))
@@ -115,11 +119,15 @@ class AttributeProbe(nn.Module):
             prior_peak.mean(2, keepdim=True),
             prior_peak.amax(2, keepdim=True),
         ]
-        presence_in = torch.cat([pooled.mean(2), q, *stats], dim=-1)
+        colour_logit = self.colour_present(torch.cat(stats, dim=-1)).squeeze(-1)  # (B, Q)
+        shape_logits = self.shape_of(pooled.mean(2))  # (B, Q, shapes)
+        shape_prob = shape_logits.softmax(-1).gather(-1, shape.unsqueeze(-1)).squeeze(-1)
         motion = (centroid - centroid[:, :, :1]).flatten(2)
         direction_in = torch.cat([motion, pooled.mean(2)], dim=-1)
         return {
-            "present": self.presence(presence_in).squeeze(-1),
+            "colour_logit": colour_logit,
+            "shape_logits": shape_logits,
+            "present": torch.sigmoid(colour_logit) * shape_prob,  # probability the queried subject is there
             "direction": self.direction(direction_in),
             "centroid": centroid,
         }

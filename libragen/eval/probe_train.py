@@ -1,8 +1,9 @@
 """Train and test the LibraWorld probes on real clips (``libragen eval train-probes``).
 
-Attribute probe: per clip, queries for each present subject (presence 1, its direction) and for absent
-(colour, shape) pairs — half of them sharing the colour or the shape of a present subject, so the probe
-must read both — plus scene and subject-count targets.
+Attribute probe: per clip, queries for each present subject (its direction) and for absent (colour, shape)
+pairs — two thirds of them sharing the colour or the shape of a present subject, so the probe must read
+both. Targets: is the queried colour in the clip; the shape of the subject wearing that colour (when exactly
+one does); the direction of a present subject; scene and subject count.
 
 Identity encoder: InfoNCE between a reference-style crop of a subject (masked, white background) and
 a jittered window of the same identity in *another* clip when one exists (else another frame), with
@@ -58,6 +59,8 @@ class Queries:
     shape: np.ndarray
     present: np.ndarray  # (Q,) 0/1
     direction: np.ndarray  # (Q,) direction index, -1 where not applicable
+    colour_present: np.ndarray  # (Q,) 0/1: some subject has the queried colour
+    colour_shape: np.ndarray  # (Q,) shape of the one subject with the queried colour, -1 if none or several
 
 
 def make_queries(labels, rng: np.random.Generator, negatives_per_clip: int = 2) -> Queries:
@@ -78,7 +81,12 @@ def make_queries(labels, rng: np.random.Generator, negatives_per_clip: int = 2) 
                 if (c, h) not in pairs:
                     break
             clip.append(i), colour.append(c), shape.append(h), present.append(0), direction.append(-1)
-    return Queries(*(np.array(v) for v in (clip, colour, shape, present, direction)))
+    colour_present, colour_shape = [], []
+    for i, c in zip(clip, colour, strict=True):
+        shapes = [s.shape for s in labels[i].subjects if s.colour == c]
+        colour_present.append(int(bool(shapes)))
+        colour_shape.append(shapes[0] if len(shapes) == 1 else -1)
+    return Queries(*(np.array(v) for v in (clip, colour, shape, present, direction, colour_present, colour_shape)))
 
 
 def _attribute_batch(data: ProbeSet, queries: Queries, idx: np.ndarray) -> dict[str, torch.Tensor]:
@@ -89,6 +97,8 @@ def _attribute_batch(data: ProbeSet, queries: Queries, idx: np.ndarray) -> dict[
         "shape": torch.from_numpy(queries.shape[idx]).long()[:, None],
         "present": torch.from_numpy(queries.present[idx]).float(),
         "direction": torch.from_numpy(queries.direction[idx]).long(),
+        "colour_present": torch.from_numpy(queries.colour_present[idx]).float(),
+        "colour_shape": torch.from_numpy(queries.colour_shape[idx]).long(),
         "scene": torch.tensor([data.labels[c].scene for c in clips]),
         "count": torch.tensor([data.labels[c].count - 1 for c in clips]),
     }
@@ -116,9 +126,14 @@ def train_attribute_probe(
             queries = make_queries(train.labels, rng)  # fresh absent-subject queries
         b = _attribute_batch(train, queries, rng.integers(len(queries.clip), size=batch))
         out = model(_augment_video(b["video"], rng), b["colour"], b["shape"])
-        has_dir = b["direction"] >= 0
+        has_dir, has_shape = b["direction"] >= 0, b["colour_shape"] >= 0
         loss = (
-            F.binary_cross_entropy_with_logits(out["present"][:, 0], b["present"])
+            F.binary_cross_entropy_with_logits(out["colour_logit"][:, 0], b["colour_present"])
+            + (
+                F.cross_entropy(out["shape_logits"][:, 0][has_shape], b["colour_shape"][has_shape])
+                if has_shape.any()
+                else 0.0
+            )
             + (F.cross_entropy(out["direction"][:, 0][has_dir], b["direction"][has_dir]) if has_dir.any() else 0.0)
             + 0.5 * F.cross_entropy(out["scene"], b["scene"])
             + 0.5 * F.cross_entropy(out["count"], b["count"])
@@ -152,8 +167,13 @@ def test_attribute_probe(model: AttributeProbe, data: ProbeSet, seed: int = 1) -
                 torch.from_numpy(queries.shape[mine])[None],
                 video[local : local + 1],
             )
-            present = (out["present"][0] > 0).numpy()
+            present = (out["present"][0] > 0.5).numpy()
             correct["presence"].extend((present == queries.present[mine].astype(bool)).tolist())
+            colour = (out["colour_logit"][0] > 0).numpy()
+            correct["colour"].extend((colour == queries.colour_present[mine].astype(bool)).tolist())
+            has_shape = queries.colour_shape[mine] >= 0
+            shape = out["shape_logits"][0].argmax(-1).numpy()
+            correct["shape"].extend((shape[has_shape] == queries.colour_shape[mine][has_shape]).tolist())
             direction = out["direction"][0].argmax(-1).numpy()
             has = queries.direction[mine] >= 0
             correct["direction"].extend((direction[has] == queries.direction[mine][has]).tolist())

@@ -1,0 +1,187 @@
+"""Curation: probes, malformed inputs, kill-and-resume exactly once, dedup, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from libragen.core.video import read_video, write_video
+from libragen.curate.config import CurateConfig
+from libragen.curate.dedup import duplicate_groups
+from libragen.curate.pipeline import run_curation
+from libragen.curate.probes import find_cuts, hsv_changes, judge, letterbox, phash, text_fraction
+from libragen.curate.report import write_report
+from libragen.curate.schema import CURATED_NAME
+
+
+def _records(out: Path) -> list[dict]:
+    return pq.read_table(out / CURATED_NAME).to_pylist()
+
+
+def test_probes_see_cuts_bars_text_and_duplicates(world) -> None:
+    config = CurateConfig()
+    row, _ = world.of_kind("cut")[0]
+    frames = read_video(world.path(row))
+    assert find_cuts(hsv_changes(frames), config) == [json.loads(row["defect_params"])["cut_frame"]]
+    clean_row, _ = world.of_kind(None)[0]
+    clean = read_video(world.path(clean_row))
+    assert find_cuts(hsv_changes(clean), config) == []
+    boxed = read_video(world.path(world.of_kind("letterbox")[0][0]))
+    assert letterbox(boxed, config.letterbox_max_luma) > 0.09 and letterbox(clean, config.letterbox_max_luma) == 0
+    texted = read_video(world.path(world.of_kind("text_overlay")[0][0]))
+    assert text_fraction(texted) > 2 * config.text_min_fraction > text_fraction(clean)
+    brighter = np.clip(clean.astype(int) + 12, 0, 255).astype(np.uint8)
+    assert np.count_nonzero(phash(clean) != phash(brighter)) < 12
+
+
+def test_duplicate_groups_link_close_hashes_only() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2, 192).astype(bool)
+    near = base.copy()
+    near[rng.choice(192, 20, replace=False)] ^= True
+    far = rng.integers(0, 2, 192).astype(bool)
+    hexes = [np.packbits(h).tobytes().hex() for h in (base, far, near)]
+    assert duplicate_groups([*hexes, None], max_distance=30) == [[0, 2]]
+    assert duplicate_groups(hexes, max_distance=10) == []
+
+
+def test_judge_reports_reasons_by_priority_and_near_misses() -> None:
+    config = CurateConfig()
+    scores = {
+        "num_frames": 16.0,
+        "short_side": 64.0,
+        "fps": 8.0,
+        "motion": 0.1,
+        "sharpness": 50.0,
+        "bits_per_pixel": 0.1,
+        "mean_luma": 120.0,
+        "letterbox": 0.0,
+        "text_fraction": 0.0,
+        "flicker": 0.99,
+    }
+    reasons, _ = judge(scores, config)
+    assert reasons == ["low_bitrate", "static"]  # blur is explained by the starved encode
+    near_scores = {**scores, "motion": config.static_max_motion * 1.05, "sharpness": 5000.0, "bits_per_pixel": 1.0}
+    reasons, near = judge(near_scores, config)
+    assert reasons == [] and near == ["static"]
+
+
+def _malformed_folder(root: Path, good_frames: np.ndarray) -> dict[str, str]:
+    """Files that must each become a rejected record, and the reason each must get."""
+    root.mkdir(parents=True)
+    expected = {}
+    (root / "zero.mp4").write_bytes(b"")
+    expected["zero.mp4"] = "empty_file"
+    (root / "notes.mp4").write_text("this is a text file pretending to be a video\n" * 20)
+    expected["notes.mp4"] = "not_video"
+    whole = write_video(root / "whole.mp4", good_frames, fps=8).read_bytes()
+    (root / "truncated.mp4").write_bytes(whole[: len(whole) // 3])
+    expected["truncated.mp4"] = "corrupt_video"
+    with av.open(str(root / "sound only.m4a"), "w") as container:
+        stream = container.add_stream("aac", rate=44100)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 44100
+        for _ in range(4):
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    expected["sound only.m4a"] = "no_video_stream"
+    write_video(root / "one frame.mp4", good_frames[:1], fps=8)
+    expected["one frame.mp4"] = "too_short"
+    (root / "ünïcode [odd] name ;$.mp4").write_bytes(whole)  # a good clip under an awkward name
+    expected["ünïcode [odd] name ;$.mp4"] = ""
+    big = root / "huge.mp4"
+    big.write_bytes(whole + b"\0" * 4096)
+    expected["huge.mp4"] = "too_large"
+    return expected
+
+
+def test_malformed_inputs_each_get_a_reason(world, tmp_path: Path) -> None:
+    good = read_video(world.path(world.of_kind(None)[0][0]))
+    expected = _malformed_folder(tmp_path / "raw", good)
+    config = CurateConfig(max_file_bytes=len((tmp_path / "raw" / "whole.mp4").read_bytes()) + 1024)
+    summary = run_curation(tmp_path / "raw", tmp_path / "out", config, workers=2)
+    records = {Path(r["source_path"]).name: r for r in _records(tmp_path / "out")}
+    assert summary.inputs == len(expected) + 1  # + whole.mp4
+    for name, reason in expected.items():
+        got = records[name]["reasons"]
+        assert (got[:1] == [reason]) if reason else (got == [] and records[name]["keep"]), (name, got)
+
+
+def test_kill_and_resume_processes_every_clip_exactly_once(world, tmp_path: Path) -> None:
+    inputs = tmp_path / "raw"
+    inputs.mkdir()
+    for row, _ in world.of_kind(None)[:40]:
+        (inputs / f"{row['clip_id']}.mp4").write_bytes(world.path(row).read_bytes())
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "libragen",
+        "curate",
+        "run",
+        "--input",
+        str(inputs),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+    ]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list((out / "records").glob("*.json"))) < 8:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = len(list((out / "records").glob("*.json")))
+    assert 8 <= done_before < 40, "the run must be killed part-way"
+    assert not (out / CURATED_NAME).exists()
+
+    summary = run_curation(inputs, out, CurateConfig(), workers=2)
+    assert summary.processed_now == 40 - done_before
+    records = _records(out)
+    sources = [Path(r["source_path"]).name for r in records]
+    assert sorted(sources) == sorted(p.name for p in inputs.iterdir())  # none lost, none duplicated
+    again = run_curation(inputs, out, CurateConfig(), workers=1)
+    assert again.processed_now == 0 and len(_records(out)) == 40
+
+
+def test_curating_a_world_manifest_keeps_clean_clips_and_reports(world, tmp_path: Path) -> None:
+    summary = run_curation(world.root / "manifest.parquet", tmp_path, CurateConfig(), workers=2, keep=100)
+    records = _records(tmp_path)
+    assert summary.kept == 100 == sum(r["keep"] for r in records)
+    by_id = {r["clip_id"]: r for r in records}
+    clean_ids = [row["clip_id"] for row, _ in world.of_kind(None)]
+    rejected_for_defects = [
+        c for c in clean_ids if by_id[c]["reasons"] and by_id[c]["reasons"][0] not in ("not_in_top_n", "near_duplicate")
+    ]
+    assert len(rejected_for_defects) <= 0.05 * len(clean_ids)
+    for kind in ("static", "blur", "letterbox", "text_overlay", "low_bitrate", "occluded", "subject_too_small"):
+        for row, _ in world.of_kind(kind):
+            assert by_id[row["clip_id"]]["reasons"][0] == kind, (kind, by_id[row["clip_id"]]["reasons"])
+    assert all(r["config_hash"] and r["code_version"] for r in records)
+    page = write_report(tmp_path / CURATED_NAME, tmp_path / "report.html").read_text()
+    assert "Primary reject reasons" in page and page.count("data:image/png;base64,") >= 3
+    assert "<script" not in page
+
+
+@pytest.mark.parametrize("bad", ["missing-folder", "notes.txt"])
+def test_bad_input_argument_is_a_clear_error(tmp_path: Path, bad: str) -> None:
+    target = tmp_path / bad
+    if bad.endswith(".txt"):
+        target.write_text("x")
+    proc = subprocess.run(
+        [sys.executable, "-m", "libragen", "curate", "run", "--input", str(target), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and str(target) in proc.stderr
