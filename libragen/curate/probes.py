@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from libragen.curate.config import CurateConfig
+from libragen.curate.schema import REJECT_REASONS
 from libragen.eval.motion import temporal_flicker, top_flow
 from libragen.eval.quality import sharpness
 
@@ -180,28 +181,7 @@ CHECKS: tuple[Check, ...] = (
 
 
 #: Reasons in order of how much they explain: ``reasons[0]`` of a record is its primary reason.
-PRIORITY: tuple[str, ...] = (
-    "empty_file",
-    "not_video",
-    "corrupt_video",
-    "no_video_stream",
-    "too_large",
-    "too_short",
-    "low_resolution",
-    "bad_fps",
-    "letterbox",
-    "text_overlay",
-    "low_bitrate",
-    "blur",
-    "subject_too_small",
-    "occluded",
-    "no_subject",
-    "static",
-    "flicker",
-    "dark_or_bright",
-    "near_duplicate",
-    "not_in_top_n",
-)
+PRIORITY: tuple[str, ...] = REJECT_REASONS
 #: A reason listed here is dropped when one of its explanations is present (a starved encode is not "blurred").
 EXPLAINED_BY: dict[str, tuple[str, ...]] = {"blur": ("low_bitrate",)}
 

@@ -51,6 +51,7 @@ CURATED_NAME = "curated.parquet"
 #: Reject reasons curation can give (``reasons`` column). Unreadable inputs are told apart by what the
 #: bytes are: ``empty_file`` (0 bytes), ``not_video`` (no known container signature), ``corrupt_video``
 #: (a container header that does not decode, e.g. a truncated mp4), ``no_video_stream`` (audio only).
+#: The order is the priority: the first reason a clip has is its primary reason.
 REJECT_REASONS: tuple[str, ...] = (
     "empty_file",
     "not_video",
@@ -60,16 +61,16 @@ REJECT_REASONS: tuple[str, ...] = (
     "too_short",
     "low_resolution",
     "bad_fps",
-    "static",
-    "flicker",
-    "blur",
-    "low_bitrate",
-    "dark_or_bright",
     "letterbox",
     "text_overlay",
-    "near_duplicate",
+    "low_bitrate",
+    "blur",
     "subject_too_small",
     "occluded",
     "no_subject",
+    "static",
+    "flicker",
+    "dark_or_bright",
+    "near_duplicate",
     "not_in_top_n",
 )
