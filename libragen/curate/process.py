@@ -39,7 +39,7 @@ def _unreadable_reason(path: str, error: VideoReadError | None) -> str:
     return "corrupt_video" if looks_like_container(path) else "not_video"
 
 
-def _base_record(item: InputItem, out_dir: Path, context: dict[str, str]) -> dict[str, Any]:
+def _base_record(item: InputItem, context: dict[str, str]) -> dict[str, Any]:
     return {
         "clip_id": item.source_id,
         "path": None,
@@ -110,7 +110,7 @@ def process_item(
 
 
 def _records(item: InputItem, config: CurateConfig, out: Path, context: dict[str, str]) -> list[dict[str, Any]]:
-    base = _base_record(item, out, context)
+    base = _base_record(item, context)
     size = os.path.getsize(item.path)
     if size > config.max_file_bytes:
         return [{**base, "reasons": ["too_large"], "scores": {"file_bytes": float(size)}}]
