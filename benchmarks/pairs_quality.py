@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
 
 from libragen.core.config import load_config
 from libragen.pairs.build import build_pairs
@@ -44,16 +45,6 @@ from libragen.world.generate import make_world
 from libragen.world.manifest import MANIFEST_NAME, read_manifest
 
 CURVE = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _iou(a: list[float], b: list[float]) -> float:
@@ -186,7 +177,7 @@ def main() -> None:
         "config": config.model_dump(mode="json"),
         "build_seconds": round(seconds, 1),
         "summary": summary.data,
-        "machine": f"{_cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}",
     }
     report.update(evaluate(world, args.out / "default", config.threshold))
     if args.curve:

@@ -22,22 +22,13 @@ from pathlib import Path
 
 import av
 import numpy as np
+from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
 
 from libragen.core.video import write_video
 from libragen.world.config import WorldConfig
 from libragen.world.defects import render_with_defect
 from libragen.world.generate import make_world
 from libragen.world.plan import plan_world
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _make(config: WorldConfig, n: int, out: Path, workers: int) -> None:
@@ -85,7 +76,7 @@ def main() -> None:
 
     medians = {name: statistics.median(values) for name, values in results.items()}
     print(
-        f"machine: {_cpu_model()}, {cores} cores; python {platform.python_version()}, numpy {np.__version__}, "
+        f"machine: {cpu_model()}, {cores} cores; python {platform.python_version()}, numpy {np.__version__}, "
         f"PyAV {av.__version__}; n={args.n}, repeats={args.repeats}\n"
     )
     print("| run | clips/s (median) | min | max | vs encode-only |")
