@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from libragen.core.config import load_config
+from libragen.core.progress import progress_bar
 from libragen.curate.config import CurateConfig
 from libragen.curate.pipeline import run_curation
 from libragen.curate.report import write_report
@@ -34,15 +34,7 @@ def run(
 ) -> None:
     """Score every input, split shots, reject defects, dedup the pool; rerun to resume a killed run."""
     cfg = load_config(CurateConfig, config)
-    columns = (
-        TextColumn("[bold]curate"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
+    with progress_bar("curate", console) as progress:
         task = progress.add_task("inputs", total=None)
 
         def started(total: int, pending: int) -> None:

@@ -5,7 +5,8 @@ Every probe reads the same frames (decoded once at ``analysis_size``/``analysis_
 * ``hsv_changes`` — per frame pair, mean absolute change of H, S and V (PySceneDetect's ContentDetector
   measure, 0-255 scale); :func:`find_cuts` marks pairs that are large *and* outliers for the clip.
 * ``motion`` — mean over pairs of the top-5 % optical-flow magnitude (px/frame); ``flicker`` — VBench's score.
-* ``edge_strength`` — how crisp the crispest edges are (judges blur); ``sharpness`` — Laplacian variance;
+* ``edge_strength`` — how crisp the crispest edges are (judges blur); Laplacian ``sharpness`` comes with the
+  quality scores;
   ``blockiness`` — luma gradient across 8-px block edges over
   the gradient inside blocks (starved H.264 shows its block grid); ``bits_per_pixel`` from the container.
 * ``mean_luma``; ``letterbox`` — thickness (share of the side) of black bars present in every frame.
@@ -26,7 +27,6 @@ import numpy as np
 from libragen.curate.config import CurateConfig
 from libragen.curate.schema import REJECT_REASONS
 from libragen.eval.motion import temporal_flicker, top_flow
-from libragen.eval.quality import sharpness
 
 
 def luma(frames: np.ndarray) -> np.ndarray:
@@ -152,7 +152,6 @@ def clip_scores(frames: np.ndarray, config: CurateConfig) -> dict[str, float]:
         "motion": float(top_means.mean()),
         "amplitude": float(amplitudes.mean()),
         "flicker": temporal_flicker(frames) if len(frames) >= 2 else 1.0,
-        "sharpness": sharpness(frames),
         "edge_strength": edge_strength(frames),
         "blockiness": blockiness(frames),
         "mean_luma": float(luma(frames).mean()),

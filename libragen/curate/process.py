@@ -147,7 +147,7 @@ def _records(item: InputItem, config: CurateConfig, out: Path, context: dict[str
             {
                 f"{k}": v
                 for k, v in quality_scores(shot_frames).as_dict().items()
-                if k in ("visual_quality", "noise", "colourfulness", "exposure")
+                if k in ("visual_quality", "sharpness", "noise", "colourfulness", "exposure")
             }
         )
         sliced, _ = _slice_subjects(item, info, start_time, end_time)

@@ -12,9 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from libragen.core.config import load_config
+from libragen.core.progress import progress_bar
 from libragen.eval.gsb import export_side_by_side, gsb_from_choices
 from libragen.eval.probes import WEIGHTS_DIR, load_probes, train_probes
 from libragen.eval.report import write_report
@@ -46,9 +46,7 @@ def evaluate(
     items = read_meta(meta, videos)
     learned = load_scorers(load_config(ScorerPaths, scorers))
     real_videos = sorted(real.rglob("*.mp4")) if real else None
-    with Progress(
-        TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
-    ) as progress:
+    with progress_bar("eval", console) as progress:
         task = progress.add_task("videos", total=len(items))
         report = evaluate_folder(
             videos,

@@ -7,10 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from libragen.core.config import ConfigError, load_config
+from libragen.core.progress import progress_bar
 from libragen.pairs.build import build_pairs
 from libragen.pairs.config import PairsConfig
 from libragen.pairs.errors import MissingWeightsError, PairsInputError
@@ -90,8 +90,7 @@ def build(
             prepared_risk=prepared_risk,
         )
         subject_locator = _locator(locator, masks, detector_weights, segmenter_weights)
-        columns = (TextColumn("[bold]pairs {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        progress = Progress(*columns, console=console, transient=False)
+        progress = progress_bar("pairs {task.description}", console)
         tasks: dict[str, int] = {}
 
         def on_progress(stage: str, done: int, total: int) -> None:

@@ -10,10 +10,10 @@ from typing import Annotated, Optional
 import typer
 from PIL import Image
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from libragen.core.config import load_config
+from libragen.core.progress import progress_bar
 from libragen.world.config import WorldConfig
 from libragen.world.generate import make_world
 from libragen.world.identity import NUM_IDENTITIES, identity
@@ -42,16 +42,7 @@ def make(
     if split not in ("train", "heldout"):
         raise typer.BadParameter("must be 'train' or 'heldout'", param_hint="--split")
     cfg = load_config(WorldConfig, config, defect_rate=defects)
-    columns = (
-        TextColumn("[bold]world make"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("clips"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
+    with progress_bar("world make", console) as progress:
         task = progress.add_task("clips", total=n)
         summary = make_world(
             cfg, n, out, seed=seed, split=split, workers=workers, on_progress=lambda k: progress.advance(task, k)
