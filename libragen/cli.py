@@ -16,8 +16,11 @@ from libragen.core.video import VideoReadError
 from libragen.curate.cli import curate_app
 from libragen.eval.cli import eval_app
 from libragen.eval.scorers import ScorerLoadError
+from libragen.infer.cli import generate
 from libragen.pairs.cli import pairs_app
 from libragen.review.cli import review_app
+from libragen.train.cli import train_app
+from libragen.train.loop import TrainingDiverged
 from libragen.world.cli import world_app
 
 NOT_IMPLEMENTED_EXIT = 3
@@ -33,15 +36,15 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(curate_app, name="curate")
 app.add_typer(review_app, name="review")
 app.add_typer(pairs_app, name="pairs")
+app.add_typer(train_app, name="train")
+app.command("generate")(generate)
 
 # (group, command or None for a top-level command, issue that builds it, what it will do)
 PLANNED: list[tuple[str, str | None, int, str]] = [
-    ("train", "vgfm", 4, "pre-train the LibraWorld text-to-video foundation model"),
     ("train", "sft", 8, "Tune-to-Balance LoRA fine-tuning"),
     ("train", "dpo", 9, "Consis-DPO / Real-Fake DPO training"),
     ("dpo", "pairs", 9, "generate and filter DPO preference pairs"),
     ("merge", None, 8, "merge LoRAs with peft"),
-    ("generate", None, 10, "subject-to-video generation with dynamic CFG"),
     ("reproduce", None, 11, "rerun the paper's claims end to end on LibraWorld"),
 ]
 
@@ -63,8 +66,10 @@ def _register_stubs() -> None:
             app.command(group, context_settings=stub_settings)(_stub(group, issue, purpose))
             continue
         if group not in groups:
-            groups[group] = typer.Typer(help=f"{group} stage (not implemented yet).", no_args_is_help=True)
-            app.add_typer(groups[group], name=group)
+            existing = {"train": train_app}.get(group)
+            groups[group] = existing or typer.Typer(help=f"{group} stage (not implemented yet).", no_args_is_help=True)
+            if existing is None:
+                app.add_typer(groups[group], name=group)
         groups[group].command(name, context_settings=stub_settings)(_stub(f"{group} {name}", issue, purpose))
 
 
@@ -81,6 +86,6 @@ def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     try:
         app()
-    except (ConfigError, VideoReadError, ValueError, FileNotFoundError, ScorerLoadError) as err:
+    except (ConfigError, VideoReadError, ValueError, FileNotFoundError, ScorerLoadError, TrainingDiverged) as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)

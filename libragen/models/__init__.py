@@ -1,1 +1,31 @@
-"""Backbones (issues #4, #12): the Backbone interface, the MM-DiT, and Wan through diffusers. Not built yet."""
+"""Backbones: the :class:`Backbone` interface, the LibraWorld MM-DiT, and (issue #12) Wan through diffusers.
+
+:func:`load_backbone` restores any saved backbone from its folder (``backbone.json`` names the kind).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from libragen.models.backbone import Backbone, References, TextBatch
+
+__all__ = ["SHIPPED_VGFM", "Backbone", "References", "TextBatch", "load_backbone"]
+
+#: The LibraWorld VGFM checkpoint shipped in the repository (see its README.md).
+SHIPPED_VGFM = Path(__file__).parent / "weights" / "vgfm"
+
+
+def load_backbone(path: str | os.PathLike[str]) -> Backbone:
+    """Load a saved backbone folder (``backbone.json`` + weights); a clear error for anything else."""
+    folder = Path(path)
+    meta_path = folder / "backbone.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{folder}: not a saved backbone (no backbone.json)")
+    kind = json.loads(meta_path.read_text()).get("kind")
+    if kind == "libraworld":
+        from libragen.models.libraworld import LibraWorldBackbone
+
+        return LibraWorldBackbone.load(folder)
+    raise ValueError(f"{folder}: unknown backbone kind {kind!r}")

@@ -8,6 +8,8 @@ Captions say what the rendered clip shows: a static clip says the subjects stay 
 
 from __future__ import annotations
 
+import re
+
 from libragen.world.identity import identity
 from libragen.world.spec import ClipSpec, SubjectSpec
 
@@ -44,3 +46,14 @@ def caption(spec: ClipSpec) -> str:
 def ref_descriptions(spec: ClipSpec) -> list[str]:
     """One ``Ref k: description`` line per subject."""
     return [f"Ref {k + 1}: {identity(s.identity_id).description}" for k, s in enumerate(spec.subjects)]
+
+
+_REF_TAG = re.compile(r"Ref \d+\[([^\]]*)\]")
+
+
+def plain_caption(text: str) -> str:
+    """A Ref-tagged caption as plain text-to-video prose.
+
+    ``Ref 1[a red round creature] hops`` -> ``a red round creature hops``.
+    """
+    return _REF_TAG.sub(r"\1", text)

@@ -1,0 +1,112 @@
+"""The Backbone interface: what every trainer and sampler may ask of a video model.
+
+A backbone encodes prompts, moves videos and reference images to and from its latent space, and
+predicts the rectified-flow velocity ``v = noise - clean`` from noisy latents
+``x_t = (1 - t) * clean + t * noise`` (t = 1 is pure noise). Trainers and samplers only use these
+methods, so the LibraWorld MM-DiT and a Wan checkpoint are interchangeable.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class TextBatch:
+    """Token-level text features (B, L, D) and their padding mask (B, L), True for real tokens."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+
+    def to(self, device: torch.device | str) -> TextBatch:
+        return TextBatch(self.tokens.to(device), self.mask.to(device))
+
+    def select(self, index: torch.Tensor | list[int]) -> TextBatch:
+        return TextBatch(self.tokens[index], self.mask[index])
+
+    @staticmethod
+    def cat(batches: list[TextBatch]) -> TextBatch:
+        """Concatenate along the batch, padding to the longest sequence."""
+        length = max(b.tokens.shape[1] for b in batches)
+        tokens, masks = [], []
+        for b in batches:
+            pad = length - b.tokens.shape[1]
+            tokens.append(nn.functional.pad(b.tokens, (0, 0, 0, pad)))
+            masks.append(nn.functional.pad(b.mask, (0, pad)))
+        return TextBatch(torch.cat(tokens), torch.cat(masks))
+
+
+@dataclass
+class References:
+    """Reference latents (B, R, C, h, w) with ``mask`` (B, R) True for real references (not padding)."""
+
+    latents: torch.Tensor
+    mask: torch.Tensor
+
+    def to(self, device: torch.device | str) -> References:
+        return References(self.latents.to(device), self.mask.to(device))
+
+
+class Backbone(nn.Module, abc.ABC):
+    """A text(+references)-to-video flow model. ``trainable`` is the nn.Module LoRA and optimisers act on."""
+
+    #: Shape (C, T, H, W) of the latents of one video at the backbone's native size.
+    latent_shape: tuple[int, int, int, int]
+    #: Frames, height, width and fps of the videos the backbone makes.
+    video_size: tuple[int, int, int]
+    fps: float
+
+    @property
+    @abc.abstractmethod
+    def trainable(self) -> nn.Module:
+        """The denoiser: the module whose parameters training updates (and LoRA targets)."""
+
+    @abc.abstractmethod
+    def encode_text(self, prompts: list[str]) -> TextBatch:
+        """Token features of ``prompts`` (the empty prompt is the unconditional branch)."""
+
+    @abc.abstractmethod
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """Videos (B, T, 3, H, W) in [-1, 1] -> latents (B, *latent_shape)."""
+
+    @abc.abstractmethod
+    def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> videos (B, T, 3, H, W) in [-1, 1]."""
+
+    @abc.abstractmethod
+    def encode_references(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> References:
+        """Prepared reference images (B, R, 3, S, S) in [-1, 1] (see ``core.refs``) -> reference latents."""
+
+    @abc.abstractmethod
+    def predict_velocity(
+        self,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        text: TextBatch,
+        refs: References | None = None,
+        ref_offset: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        ref_cache: object | None = None,
+    ) -> torch.Tensor:
+        """Velocity (same shape as ``latents``) at ``timestep`` (B,) in [0, 1].
+
+        ``ref_offset`` moves the references' RoPE slot; ``ref_cache`` (from :meth:`reference_cache`)
+        replaces ``refs`` when the backbone can cache reference keys/values across steps.
+        """
+
+    def reference_cache(
+        self, refs: References, ref_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    ) -> object | None:
+        """Precomputed reference state reused across denoising steps, or None when not supported."""
+        return None
+
+    @abc.abstractmethod
+    def save(self, path: str | os.PathLike[str], dtype: torch.dtype | None = None) -> None:
+        """Write config + weights so :func:`libragen.models.load_backbone` restores the backbone.
+
+        ``dtype`` stores the weights in that type (float16 to ship); loading casts back to float32.
+        """

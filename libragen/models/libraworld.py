@@ -1,0 +1,203 @@
+"""The LibraWorld backbone: MM-DiT on pixel patches, MiniLM text, x-prediction.
+
+Why pixel patches and no VAE: a VAE would have to be trained first (CPU time we would rather spend
+on the denoiser), and at 64 px it would blur the 2-px identity glyphs that subject consistency is
+measured on. Token count, not latent size, sets the transformer's cost, so a large patch
+(2 frames x 16 x 16 px by default, 128 tokens per clip) buys the same speed a VAE would. With
+patches (1536 values) wider than the transformer (256), the network predicts the clean video and the
+velocity is derived from it (JiT, Li & He 2025: high-dimensional targets are learnable as x, not as
+v or noise); the trainers still see a velocity model, like every other backbone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field
+from safetensors.torch import load_file, save_file
+
+from libragen.core.config import StrictModel
+from libragen.core.files import atomic_path
+from libragen.models.backbone import Backbone, References, TextBatch
+from libragen.models.mmdit import MMDiT, MMDiTConfig, ReferenceCache, TokenLayout
+from libragen.models.text import MINILM_DIM, shared_minilm
+
+
+class LibraWorldBackboneConfig(StrictModel):
+    """Video size, patching and transformer sizes of a LibraWorld backbone."""
+
+    frames: int = Field(16, ge=1)
+    height: int = Field(64, ge=8)
+    width: int = Field(64, ge=8)
+    fps: float = Field(8.0, gt=0)
+    patch: tuple[int, int, int] = (2, 16, 16)
+    ref_size: int = Field(64, ge=8)
+    prediction: Literal["x", "v"] = "x"
+    x_pred_min_t: float = Field(0.05, gt=0, lt=1)
+    text_max_length: int = Field(64, ge=4)
+    transformer: MMDiTConfig = MMDiTConfig()
+
+    def model_post_init(self, _context: object) -> None:
+        pt, ph, pw = self.patch
+        if self.frames % pt or self.height % ph or self.width % pw or self.ref_size % ph or self.ref_size % pw:
+            raise ValueError(f"patch {self.patch} must divide frames/height/width/ref_size")
+
+
+class LibraWorldBackbone(Backbone):
+    """Pixel-patch MM-DiT backbone for LibraWorld videos (B, T, 3, H, W) in [-1, 1]."""
+
+    kind = "libraworld"
+
+    def __init__(self, config: LibraWorldBackboneConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or LibraWorldBackboneConfig()
+        pt, ph, pw = config.patch
+        patch_dim = 3 * pt * ph * pw
+        self.transformer = MMDiT(
+            config.transformer.model_copy(update={"in_dim": patch_dim, "out_dim": patch_dim, "text_dim": MINILM_DIM})
+        )
+        self.latent_shape = (3, config.frames, config.height, config.width)
+        self.video_size = (config.frames, config.height, config.width)
+        self.fps = config.fps
+        # The frozen text encoder is shared and kept out of this module's parameters and state dict.
+        self.__dict__["_text_encoder"] = shared_minilm(None, config.text_max_length)
+
+    @property
+    def trainable(self) -> MMDiT:
+        return self.transformer
+
+    # -- text, video, references --------------------------------------------------------------
+    def encode_text(self, prompts: list[str]) -> TextBatch:
+        return self._text_encoder(prompts).to(self.device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.patch_in.weight.device
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        return video.transpose(1, 2).contiguous()  # (B, T, 3, H, W) -> (B, 3, T, H, W): pixels are the latents
+
+    def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents.transpose(1, 2).clamp(-1, 1)
+
+    def encode_references(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> References:
+        size = self.config.ref_size
+        if images.ndim != 5 or images.shape[2] != 3:
+            raise ValueError(f"references must be (B, R, 3, S, S), got {tuple(images.shape)}")
+        if images.shape[-2:] != (size, size):
+            images = torch.nn.functional.interpolate(
+                images.flatten(0, 1), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+            ).unflatten(0, images.shape[:2])
+        if mask is None:
+            mask = torch.ones(images.shape[:2], dtype=torch.bool, device=images.device)
+        return References(images, mask)
+
+    # -- patching -----------------------------------------------------------------------------
+    def _layout(self, latents: torch.Tensor, refs: References | None) -> TokenLayout:
+        pt, ph, pw = self.config.patch
+        _, _, t, h, w = latents.shape
+        size = self.config.ref_size
+        return TokenLayout(
+            (t // pt, h // ph, w // pw), (size // ph, size // pw), 0 if refs is None else refs.latents.shape[1]
+        )
+
+    def patchify(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B, tokens, C*pt*ph*pw) in (t, h, w) token order."""
+        pt, ph, pw = self.config.patch
+        b, c, t, h, w = latents.shape
+        x = latents.reshape(b, c, t // pt, pt, h // ph, ph, w // pw, pw)
+        return x.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, (t // pt) * (h // ph) * (w // pw), c * pt * ph * pw)
+
+    def unpatchify(self, tokens: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        pt, ph, pw = self.config.patch
+        b, c, t, h, w = shape
+        x = tokens.reshape(b, t // pt, h // ph, w // pw, c, pt, ph, pw)
+        return x.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(shape)
+
+    def _ref_patches(self, refs: References) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each reference image repeated over one temporal patch -> tokens (B, R*h*w, dim) and key mask."""
+        pt = self.config.patch[0]
+        b, r = refs.latents.shape[:2]
+        frames = refs.latents.flatten(0, 1)[:, :, None].expand(-1, -1, pt, -1, -1)  # (B*R, C, pt, S, S)
+        tokens = self.patchify(frames)  # (B*R, n, dim)
+        n = tokens.shape[1]
+        key_mask = refs.mask[:, :, None].expand(b, r, n).reshape(b, r * n)
+        return tokens.reshape(b, r * n, -1), key_mask
+
+    # -- denoising ----------------------------------------------------------------------------
+    def predict_velocity(
+        self,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        text: TextBatch,
+        refs: References | None = None,
+        ref_offset: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        ref_cache: object | None = None,
+    ) -> torch.Tensor:
+        if isinstance(ref_cache, _PixelRefCache):
+            refs, cache = ref_cache.refs, ref_cache.cache
+        else:
+            cache = None
+        layout = self._layout(latents, refs)
+        ref_patches = key_mask = None
+        if refs is not None and cache is None:
+            ref_patches, key_mask = self._ref_patches(refs)
+        out = self.transformer(
+            self.patchify(latents),
+            timestep,
+            text.tokens,
+            text.mask,
+            layout,
+            ref_patches=ref_patches,
+            ref_key_mask=key_mask,
+            ref_offset=ref_offset,
+            ref_cache=cache,
+        )
+        out = self.unpatchify(out, tuple(latents.shape))
+        if self.config.prediction == "v":
+            return out
+        t = timestep.clamp(min=self.config.x_pred_min_t).view(-1, *([1] * (latents.ndim - 1)))
+        return (latents - out) / t  # x_t = (1 - t) x0 + t eps  =>  v = eps - x0 = (x_t - x0) / t
+
+    def reference_cache(
+        self, refs: References, ref_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    ) -> object | None:
+        if not self.transformer.config.one_way_refs:
+            return None
+        patches, key_mask = self._ref_patches(refs)
+        video_like = torch.empty(1, 3, *self.video_size)  # references sit after the native video's time slots
+        layout = self._layout(video_like, refs)
+        return _PixelRefCache(refs, self.transformer.reference_cache(patches, layout, key_mask, ref_offset))
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str], dtype: torch.dtype | None = None) -> None:
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {
+            k: v.detach().cpu().to(dtype or v.dtype).contiguous() for k, v in self.transformer.state_dict().items()
+        }
+        with atomic_path(folder / "model.safetensors") as tmp:
+            save_file(state, str(tmp))
+        with atomic_path(folder / "backbone.json") as tmp:
+            tmp.write_text(json.dumps({"kind": self.kind, "config": self.config.model_dump(mode="json")}, indent=2))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], weights: str = "model.safetensors") -> LibraWorldBackbone:
+        folder = Path(path)
+        meta = json.loads((folder / "backbone.json").read_text())
+        model = cls(LibraWorldBackboneConfig.model_validate(meta["config"]))
+        state = {k: v.float() for k, v in load_file(str(folder / weights)).items()}
+        model.transformer.load_state_dict(state)
+        return model
+
+
+class _PixelRefCache:
+    """Reference K/V cache plus the references it was built from (for their count and grid)."""
+
+    def __init__(self, refs: References, cache: ReferenceCache) -> None:
+        self.refs = refs
+        self.cache = cache

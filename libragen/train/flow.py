@@ -1,0 +1,69 @@
+"""Rectified-flow objective shared by every trainer: timestep sampling and the velocity loss.
+
+Convention (same as diffusers' FlowMatchEulerDiscreteScheduler): ``x_t = (1 - t) * clean + t * noise``,
+t in [0, 1] with 1 = pure noise, target velocity ``noise - clean``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from libragen.core.config import StrictModel
+from libragen.models.backbone import Backbone, References, TextBatch
+
+
+class TimestepConfig(StrictModel):
+    """How training timesteps are drawn: logit-normal (SD3) or uniform, then shifted toward noise."""
+
+    sampling: Literal["logit_normal", "uniform"] = "logit_normal"
+    mean: float = 0.0
+    std: float = Field(1.0, gt=0)
+    shift: float = Field(1.0, gt=0)  # t' = s t / (1 + (s - 1) t); > 1 spends more steps at high noise
+
+
+def shift_timesteps(t: torch.Tensor, shift: float) -> torch.Tensor:
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def sample_timesteps(n: int, config: TimestepConfig, generator: torch.Generator) -> torch.Tensor:
+    """(n,) timesteps in (0, 1)."""
+    if config.sampling == "uniform":
+        t = torch.rand(n, generator=generator)
+    else:
+        t = torch.sigmoid(config.mean + config.std * torch.randn(n, generator=generator))
+    return shift_timesteps(t, config.shift).clamp(1e-4, 1 - 1e-4)
+
+
+def noisy_latents(clean: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    tt = t.view(-1, *([1] * (clean.ndim - 1)))
+    return (1 - tt) * clean + tt * noise
+
+
+def velocity_errors(
+    backbone: Backbone,
+    clean: torch.Tensor,
+    text: TextBatch,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    refs: References | None = None,
+) -> torch.Tensor:
+    """Per-sample mean squared velocity error (B,) at timesteps ``t`` with the given noise."""
+    prediction = backbone.predict_velocity(noisy_latents(clean, noise, t), t, text, refs)
+    return (prediction - (noise - clean)).pow(2).flatten(1).mean(1)
+
+
+def flow_matching_loss(
+    backbone: Backbone,
+    clean: torch.Tensor,
+    text: TextBatch,
+    generator: torch.Generator,
+    timesteps: TimestepConfig,
+    refs: References | None = None,
+) -> torch.Tensor:
+    """Mean rectified-flow loss of a batch; noise and timesteps come from ``generator`` (reproducible)."""
+    t = sample_timesteps(clean.shape[0], timesteps, generator).to(clean.device)
+    noise = torch.randn(clean.shape, generator=generator).to(clean.device)
+    return velocity_errors(backbone, clean, text, t, noise, refs).mean()

@@ -1,0 +1,41 @@
+"""Plots of training runs: the loss curve (raw and smoothed) from a run's metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from libragen.core.files import atomic_path
+
+
+def plot_loss(metrics: str | os.PathLike[str], png: str | os.PathLike[str], title: str = "training loss") -> Path:
+    """Write the loss curve of ``metrics`` (JSONL with step and loss) to ``png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in Path(metrics).read_text().splitlines() if line.strip()]
+    if not records:
+        raise ValueError(f"{metrics}: no records to plot")
+    steps = np.array([r["step"] for r in records])
+    loss = np.array([r["loss"] for r in records])
+    window = max(1, len(loss) // 50)
+    smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, loss, alpha=0.3, label="loss")
+    ax.plot(steps[window - 1 :], smooth, label=f"mean of {window} logs")
+    ax.set_xlabel("step")
+    ax.set_ylabel("rectified-flow loss")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return Path(png)

@@ -1,0 +1,154 @@
+"""Pre-training the LibraWorld video foundation model (VGFM): text-to-video, no references.
+
+Data: LibraWorld folders (mp4 + manifest). Clips are decoded once into memory (8000 clips of
+16x64x64 are 1.5 GB). Prompts are the clips' captions with the Ref tags removed ("a red round creature
+hops quickly to the left on a brick wall."), dropped to "" at ``text_dropout`` for classifier-free
+guidance. The run folder gets checkpoints, metrics, TensorBoard logs, samples, the final backbone
+(EMA weights) under ``final/`` and the loss curve as ``loss.png``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import Field
+from rich.console import Console
+
+from libragen.core.config import StrictModel, dump_config
+from libragen.core.files import atomic_path
+from libragen.core.progress import progress_bar
+from libragen.core.video import read_video
+from libragen.infer.sampler import TextCFG, sample, to_uint8_frames
+from libragen.models.backbone import Backbone
+from libragen.models.libraworld import LibraWorldBackbone, LibraWorldBackboneConfig
+from libragen.train.flow import TimestepConfig, flow_matching_loss
+from libragen.train.loop import LoopConfig, LoopResult, TrainingLoop
+from libragen.train.plots import plot_loss
+from libragen.world.caption import plain_caption
+from libragen.world.manifest import read_manifest
+
+
+class SamplingConfig(StrictModel):
+    steps: int = Field(30, ge=1)
+    guidance: float = Field(4.0, ge=0)
+    shift: float = Field(1.0, gt=0)
+
+
+class VGFMConfig(StrictModel):
+    """Everything a VGFM run needs; ``data`` are LibraWorld folders made by ``libragen world make``."""
+
+    data: list[str] = Field(min_length=1)
+    max_clips: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1)
+    text_dropout: float = Field(0.1, ge=0, le=1)
+    backbone: LibraWorldBackboneConfig = LibraWorldBackboneConfig()
+    timesteps: TimestepConfig = TimestepConfig()
+    loop: LoopConfig = LoopConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    sample_prompts: list[str] = Field(default_factory=list)
+
+
+class ClipBank:
+    """Decoded clips (N, T, H, W, 3) uint8 and their plain captions."""
+
+    def __init__(self, frames: np.ndarray, captions: list[str]) -> None:
+        if len(frames) != len(captions):
+            raise ValueError("one caption per clip")
+        if len(frames) == 0:
+            raise ValueError("no usable clips")
+        self.frames = frames
+        self.captions = captions
+
+    @classmethod
+    def from_worlds(
+        cls,
+        folders: list[str | os.PathLike[str]],
+        size: tuple[int, int, int],
+        max_clips: int | None = None,
+        console: Console | None = None,
+    ) -> ClipBank:
+        """Load defect-free clips of ``size`` (frames, height, width) from LibraWorld folders."""
+        rows = []
+        for folder in folders:
+            manifest = Path(folder) / "manifest.parquet"
+            if not manifest.is_file():
+                raise FileNotFoundError(f"{folder}: no manifest.parquet (make one with `libragen world make`)")
+            rows += [(Path(folder), r) for r in read_manifest(manifest) if not r.get("defect")]
+        rows = rows[:max_clips] if max_clips else rows
+        frames = np.zeros((len(rows), *size, 3), dtype=np.uint8)
+        captions = []
+        console = console or Console(stderr=True)
+        with progress_bar("decode clips", console) as progress:
+            task = progress.add_task("", total=len(rows))
+            for i, (folder, row) in enumerate(rows):
+                video = read_video(folder / row["path"])
+                if video.shape[:3] != size:
+                    raise ValueError(f"{row['path']}: clip is {video.shape[:3]}, the backbone makes {size}")
+                frames[i] = video
+                captions.append(plain_caption(row["caption"]))
+                progress.advance(task)
+        return cls(frames, captions)
+
+    def batch(self, index: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, H, W) float in [-1, 1]."""
+        clips = torch.from_numpy(self.frames[index.numpy()])
+        return clips.permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
+
+
+def vgfm_objective(bank: ClipBank, config: VGFMConfig):
+    """The pre-training objective: random clips, caption dropout, rectified-flow loss."""
+
+    def objective(backbone: Backbone, step: int, generator: torch.Generator):
+        index = torch.randint(len(bank.captions), (config.batch_size,), generator=generator)
+        drop = torch.rand(config.batch_size, generator=generator) < config.text_dropout
+        prompts = ["" if d else bank.captions[i] for i, d in zip(index.tolist(), drop.tolist(), strict=True)]
+        clean = backbone.encode_video(bank.batch(index).to(backbone.device))
+        loss = flow_matching_loss(backbone, clean, backbone.encode_text(prompts), generator, config.timesteps)
+        return loss, {}
+
+    return objective
+
+
+def sample_fn(config: VGFMConfig):
+    def make(backbone: Backbone, step: int) -> dict[str, np.ndarray]:
+        if not config.sample_prompts:
+            return {}
+        s = config.sampling
+        videos = sample(
+            backbone,
+            config.sample_prompts,
+            steps=s.steps,
+            guidance=TextCFG(s.guidance),
+            seed=list(range(len(config.sample_prompts))),
+            shift=s.shift,
+        )
+        return {f"prompt{i:02d}": v for i, v in enumerate(to_uint8_frames(videos))}
+
+    return make
+
+
+def train_vgfm(config: VGFMConfig, run_dir: str | os.PathLike[str], console: Console | None = None) -> LoopResult:
+    """Train (or resume) a VGFM into ``run_dir``; write ``final/`` (EMA weights) and ``loss.png``."""
+    console = console or Console(stderr=True)
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run / "config.yaml") as tmp:
+        tmp.write_text(dump_config(config))
+    if config.loop.threads:
+        torch.set_num_threads(config.loop.threads)
+    torch.manual_seed(config.loop.seed)
+    backbone = LibraWorldBackbone(config.backbone)
+    bank = ClipBank.from_worlds(config.data, backbone.video_size, config.max_clips, console)
+    console.print(f"{len(bank.captions)} clips; encoding {len(set(bank.captions))} captions with MiniLM")
+    prompts = [*sorted(set(bank.captions)), ""]
+    for start in range(0, len(prompts), 512):  # fill the text cache once, in chunks
+        backbone.encode_text(prompts[start : start + 512])
+    loop = TrainingLoop(backbone, vgfm_objective(bank, config), config.loop, run, sample_fn(config), console)
+    result = loop.run()
+    loop.swap_in_ema()
+    backbone.save(run / "final", dtype=torch.float16)
+    plot_loss(run / "metrics.jsonl", run / "loss.png")
+    return result

@@ -1,0 +1,91 @@
+"""The shared training loop: resume after a kill follows the same loss curve; NaN stops cleanly; files are complete."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from libragen.train.checkpoint import checkpoint_dirs, load_checkpoint
+from libragen.train.flow import TimestepConfig, flow_matching_loss, sample_timesteps, shift_timesteps
+from libragen.train.loop import LoopConfig, TrainingDiverged, TrainingLoop
+from tests.test_models import PROMPTS, tiny_backbone
+
+CLIPS = torch.rand(6, 4, 3, 32, 32) * 2 - 1
+
+
+def objective(backbone, step, generator):
+    index = torch.randint(len(CLIPS), (2,), generator=generator)
+    text = backbone.encode_text([PROMPTS[i % 2] for i in index.tolist()])
+    return flow_matching_loss(backbone, backbone.encode_video(CLIPS[index]), text, generator, TimestepConfig()), {}
+
+
+def config(**overrides) -> LoopConfig:
+    base = {"steps": 6, "lr": 1e-3, "warmup_steps": 2, "log_every": 1, "checkpoint_every": 3, "ema_decay": 0.9}
+    return LoopConfig(**(base | overrides))
+
+
+def metrics(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_kill_follows_the_same_loss_curve(tmp_path):
+    straight = TrainingLoop(tiny_backbone(), objective, config(), tmp_path / "a").run()
+
+    def dies_at_step_4(backbone, step, generator):
+        if step == 4:
+            raise Killed
+        return objective(backbone, step, generator)
+
+    with pytest.raises(Killed):
+        TrainingLoop(tiny_backbone(), dies_at_step_4, config(), tmp_path / "b").run()
+    assert [p.name for p in checkpoint_dirs(tmp_path / "b")] == ["step-0000003"]
+    resumed = TrainingLoop(tiny_backbone(seed=99), objective, config(), tmp_path / "b").run()  # weights from ckpt
+    assert resumed.resumed_from == 3
+    losses_a = [m["loss"] for m in metrics(tmp_path / "a")]
+    losses_b = [m["loss"] for m in metrics(tmp_path / "b")]
+    assert [m["step"] for m in metrics(tmp_path / "b")] == [1, 2, 3, 4, 5, 6]  # no duplicated steps
+    assert losses_b == pytest.approx(losses_a, rel=1e-5, abs=1e-6)
+    assert straight.final_loss == pytest.approx(resumed.final_loss, rel=1e-5)
+    final_a, final_b = (load_checkpoint(checkpoint_dirs(tmp_path / r)[-1]) for r in "ab")
+    for name, value in final_a.trainable.items():
+        assert torch.allclose(value, final_b.trainable[name], atol=1e-6)
+        assert torch.allclose(final_a.ema[name], final_b.ema[name], atol=1e-6)
+
+
+def test_training_reduces_the_loss(tmp_path):
+    result = TrainingLoop(tiny_backbone(), objective, config(steps=40, lr=3e-3), tmp_path).run()
+    first, last = result.losses[0][1], sum(loss for _, loss in result.losses[-5:]) / 5
+    assert last < first
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path):
+    def goes_nan(backbone, step, generator):
+        loss, logs = objective(backbone, step, generator)
+        return (loss * float("nan") if step == 4 else loss), logs
+
+    with pytest.raises(TrainingDiverged, match=r"step 4.*step-0000003"):
+        TrainingLoop(tiny_backbone(), goes_nan, config(), tmp_path).run()
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-0000003"]
+    assert not list((tmp_path / "checkpoints").glob(".partial-*"))
+
+
+def test_frozen_model_is_refused():
+    backbone = tiny_backbone()
+    backbone.trainable.requires_grad_(False)
+    with pytest.raises(ValueError, match="nothing to train"):
+        TrainingLoop(backbone, objective, config(), "unused")
+
+
+def test_timestep_sampling():
+    generator = torch.Generator().manual_seed(0)
+    t = sample_timesteps(10_000, TimestepConfig(mean=0.5), generator)
+    assert t.min() > 0 and t.max() < 1 and 0.55 < t.mean() < 0.65
+    u = sample_timesteps(10_000, TimestepConfig(sampling="uniform", shift=3.0), generator)
+    assert u.mean() > 0.6  # shift > 1 moves mass toward noise
+    assert torch.allclose(shift_timesteps(torch.tensor([0.0, 1.0]), 3.0), torch.tensor([0.0, 1.0]))
