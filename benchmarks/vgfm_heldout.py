@@ -27,6 +27,7 @@ from libragen.eval.generation import heldout_prompts, read_prompt, summarise
 from libragen.eval.probes import load_probes
 from libragen.infer.sampler import TextCFG, sample, to_uint8_frames
 from libragen.models import load_backbone
+from libragen.world.identity import RESERVED_COMBOS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe
@@ -100,6 +101,19 @@ def main() -> None:
         "seconds_per_video": seconds / len(prompts),
         "generated": summarise(gen_read),
         "real": summarise(real_read),
+    }
+    groups = {
+        "1 subject": [i for i, r in enumerate(real_read) if len(r.colour_ok) == 1],
+        "2 subjects": [i for i, r in enumerate(real_read) if len(r.colour_ok) == 2],
+        "3-4 subjects": [i for i, r in enumerate(real_read) if len(r.colour_ok) >= 3],
+        "with a reserved shape-colour combo": [
+            i for i, p in enumerate(prompts) if any(f"{c} {s}" in p for s, c in RESERVED_COMBOS)
+        ],
+    }
+    result["groups"] = {
+        name: {"generated": summarise([gen_read[i] for i in idx]), "real": summarise([real_read[i] for i in idx])}
+        for name, idx in groups.items()
+        if idx
     }
     result["dynamic_degree_ratio"] = result["generated"]["dynamic_degree"] / max(result["real"]["dynamic_degree"], 1e-9)
     (out / "vgfm_heldout.json").write_text(json.dumps(result, indent=2))

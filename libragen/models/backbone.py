@@ -26,20 +26,6 @@ class TextBatch:
     def to(self, device: torch.device | str) -> TextBatch:
         return TextBatch(self.tokens.to(device), self.mask.to(device))
 
-    def select(self, index: torch.Tensor | list[int]) -> TextBatch:
-        return TextBatch(self.tokens[index], self.mask[index])
-
-    @staticmethod
-    def cat(batches: list[TextBatch]) -> TextBatch:
-        """Concatenate along the batch, padding to the longest sequence."""
-        length = max(b.tokens.shape[1] for b in batches)
-        tokens, masks = [], []
-        for b in batches:
-            pad = length - b.tokens.shape[1]
-            tokens.append(nn.functional.pad(b.tokens, (0, 0, 0, pad)))
-            masks.append(nn.functional.pad(b.mask, (0, pad)))
-        return TextBatch(torch.cat(tokens), torch.cat(masks))
-
 
 @dataclass
 class References:

@@ -1,12 +1,14 @@
-"""The LibraWorld backbone: MM-DiT on pixel patches, MiniLM text, x-prediction.
+"""The LibraWorld backbone: MM-DiT on (pooled) pixel patches, MiniLM text, x-prediction.
 
-Why pixel patches and no VAE: a VAE would have to be trained first (CPU time we would rather spend
-on the denoiser), and at 64 px it would blur the 2-px identity glyphs that subject consistency is
-measured on. Token count, not latent size, sets the transformer's cost, so a large patch
-(2 frames x 16 x 16 px by default, 128 tokens per clip) buys the same speed a VAE would. With
-patches (1536 values) wider than the transformer (256), the network predicts the clean video and the
-velocity is derived from it (JiT, Li & He 2025: high-dimensional targets are learnable as x, not as
-v or noise); the trainers still see a velocity model, like every other backbone.
+Why pixels and no VAE: a VAE would have to be trained first (CPU time we would rather spend on the
+denoiser). Token count, not latent size, sets the transformer's cost. The latent is the video itself,
+optionally average-pooled ``latent_downsample`` x (decoded by bilinear upsampling): a fixed, exact
+"autoencoder". Measured on LibraWorld (docs/results.md): 64 px latents with 2x16x16 patches (1536 values
+per token for a 256-wide transformer) gave patchwork samples after 1000 steps; 32 px latents with 2x8x8
+patches (384 values, same 128 tokens) keep scenes coherent at the same cost. The price is detail: the
+2-px identity glyphs blur. The network predicts the clean video and the velocity is derived from it (JiT,
+Li & He 2025: targets wider than the network are learnable as x, not as v or noise); trainers still see
+a velocity model, like every other backbone.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class LibraWorldBackboneConfig(StrictModel):
     fps: float = Field(8.0, gt=0)
     patch: tuple[int, int, int] = (2, 16, 16)
     ref_size: int = Field(64, ge=8)
+    latent_downsample: int = Field(1, ge=1)  # pixels pooled f x f into the latent; decoding upsamples bilinearly
     prediction: Literal["x", "v"] = "x"
     x_pred_min_t: float = Field(0.05, gt=0, lt=1)
     text_max_length: int = Field(64, ge=4)
@@ -43,8 +46,12 @@ class LibraWorldBackboneConfig(StrictModel):
 
     def model_post_init(self, _context: object) -> None:
         pt, ph, pw = self.patch
-        if self.frames % pt or self.height % ph or self.width % pw or self.ref_size % ph or self.ref_size % pw:
-            raise ValueError(f"patch {self.patch} must divide frames/height/width/ref_size")
+        f = self.latent_downsample
+        if self.height % f or self.width % f or self.ref_size % f:
+            raise ValueError(f"latent_downsample {f} must divide height/width/ref_size")
+        h, w, r = self.height // f, self.width // f, self.ref_size // f
+        if self.frames % pt or h % ph or w % pw or r % ph or r % pw:
+            raise ValueError(f"patch {self.patch} must divide the latent's frames/height/width/ref_size")
 
 
 class LibraWorldBackbone(Backbone):
@@ -60,7 +67,8 @@ class LibraWorldBackbone(Backbone):
         self.transformer = MMDiT(
             config.transformer.model_copy(update={"in_dim": patch_dim, "out_dim": patch_dim, "text_dim": MINILM_DIM})
         )
-        self.latent_shape = (3, config.frames, config.height, config.width)
+        f = config.latent_downsample
+        self.latent_shape = (3, config.frames, config.height // f, config.width // f)
         self.video_size = (config.frames, config.height, config.width)
         self.fps = config.fps
         # The frozen text encoder is shared and kept out of this module's parameters and state dict.
@@ -78,11 +86,24 @@ class LibraWorldBackbone(Backbone):
     def device(self) -> torch.device:
         return self.transformer.patch_in.weight.device
 
+    def _pool(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) pixels -> latent pixels (average of f x f blocks)."""
+        f = self.config.latent_downsample
+        return torch.nn.functional.avg_pool2d(images, f) if f > 1 else images
+
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        return video.transpose(1, 2).contiguous()  # (B, T, 3, H, W) -> (B, 3, T, H, W): pixels are the latents
+        latents = self._pool(video.flatten(0, 1)).unflatten(0, video.shape[:2])
+        return latents.transpose(1, 2).contiguous()  # (B, T, 3, h, w) -> (B, 3, T, h, w): pixels are the latents
 
     def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
-        return latents.transpose(1, 2).clamp(-1, 1)
+        video = latents.transpose(1, 2).clamp(-1, 1)
+        if self.config.latent_downsample == 1:
+            return video
+        _, height, width = self.video_size
+        frames = torch.nn.functional.interpolate(
+            video.flatten(0, 1), size=(height, width), mode="bilinear", align_corners=False
+        )
+        return frames.unflatten(0, video.shape[:2]).clamp(-1, 1)
 
     def encode_references(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> References:
         size = self.config.ref_size
@@ -94,13 +115,13 @@ class LibraWorldBackbone(Backbone):
             ).unflatten(0, images.shape[:2])
         if mask is None:
             mask = torch.ones(images.shape[:2], dtype=torch.bool, device=images.device)
-        return References(images, mask)
+        return References(self._pool(images.flatten(0, 1)).unflatten(0, images.shape[:2]), mask)
 
     # -- patching -----------------------------------------------------------------------------
     def _layout(self, latents: torch.Tensor, refs: References | None) -> TokenLayout:
         pt, ph, pw = self.config.patch
         _, _, t, h, w = latents.shape
-        size = self.config.ref_size
+        size = self.config.ref_size // self.config.latent_downsample
         return TokenLayout(
             (t // pt, h // ph, w // pw), (size // ph, size // pw), 0 if refs is None else refs.latents.shape[1]
         )
@@ -169,7 +190,7 @@ class LibraWorldBackbone(Backbone):
         if not self.transformer.config.one_way_refs:
             return None
         patches, key_mask = self._ref_patches(refs)
-        video_like = torch.empty(1, 3, *self.video_size)  # references sit after the native video's time slots
+        video_like = torch.empty(1, *self.latent_shape)  # references sit after the native video's time slots
         layout = self._layout(video_like, refs)
         return _PixelRefCache(refs, self.transformer.reference_cache(patches, layout, key_mask, ref_offset))
 

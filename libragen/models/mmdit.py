@@ -42,6 +42,7 @@ class MMDiTConfig(StrictModel):
     max_refs: int = Field(4, ge=0)
     ref_type_embedding: bool = True
     one_way_refs: bool = True
+    local_mixing: bool = True  # depthwise 3x3x3 conv at the image MLP's input: local structure from step 0
     rope_theta: float = 10000.0
 
 
@@ -52,6 +53,13 @@ class TokenLayout:
     grid: tuple[int, int, int]  # (t, h, w) token grid of the video
     ref_grid: tuple[int, int] = (0, 0)  # (h, w) token grid of one reference image
     num_refs: int = 0
+
+    def grids(self, with_video: bool = True, with_refs: bool = True) -> list[Grid]:
+        """Token runs for local mixing: the video grid, then one (1, h, w) grid per reference."""
+        runs: list[Grid] = [(1, *self.grid)] if with_video else []
+        if with_refs and self.num_refs:
+            runs.append((self.num_refs, 1, *self.ref_grid))
+        return runs
 
     @property
     def video_tokens(self) -> int:
@@ -72,6 +80,10 @@ class ReferenceCache:
     key_mask: torch.Tensor  # (B, N_ref) True where the token belongs to a real reference
 
 
+#: A run of tokens that form ``count`` grids of (t, h, w) each, e.g. (1, 8, 4, 4) for a video.
+Grid = tuple[int, int, int, int]
+
+
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal features of t in [0, 1] (scaled to [0, 1000] like diffusion timesteps)."""
     half = dim // 2
@@ -87,7 +99,7 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 class Stream(nn.Module):
     """One modality's weights in a joint block: modulation, projections, QK-norm, output, MLP."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, local_mixing: bool = False) -> None:
         super().__init__()
         self.heads = heads
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
@@ -101,6 +113,7 @@ class Stream(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp_in = nn.Linear(dim, hidden)
         self.mlp_out = nn.Linear(hidden, dim)
+        self.local = nn.Conv3d(dim, dim, 3, padding=1, groups=dim) if local_mixing else None
         self.modulation = nn.Linear(dim, 6 * dim)
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
@@ -111,20 +124,37 @@ class Stream(nn.Module):
         split = [p(h).unflatten(-1, (self.heads, -1)).transpose(1, 2) for p in (self.to_q, self.to_k, self.to_v)]
         return self.q_norm(split[0]), self.k_norm(split[1]), split[2]
 
-    def finish(self, x: torch.Tensor, attended: torch.Tensor, mod: list[torch.Tensor]) -> torch.Tensor:
-        """Residual update after attention: gated projection, then the gated MLP."""
+    def finish(
+        self, x: torch.Tensor, attended: torch.Tensor, mod: list[torch.Tensor], grids: list[Grid] | None = None
+    ) -> torch.Tensor:
+        """Residual update after attention: gated projection, then the gated MLP (with local mixing on ``grids``)."""
         x = x + mod[2] * self.to_out(attended.transpose(1, 2).flatten(2))
         h = modulate(self.norm2(x), mod[3], mod[4])
+        if self.local is not None and grids:
+            h = self._mix_locally(h, grids)
         return x + mod[5] * self.mlp_out(F.gelu(self.mlp_in(h), approximate="tanh"))
+
+    def _mix_locally(self, h: torch.Tensor, grids: list[Grid]) -> torch.Tensor:
+        """Add a depthwise conv over each token grid; ``grids`` are (count, t, h, w) runs in token order."""
+        parts, start = [], 0
+        b, _, channels = h.shape
+        for count, t, hh, ww in grids:
+            n = count * t * hh * ww
+            volume = h[:, start : start + n].reshape(b * count, t, hh, ww, channels).permute(0, 4, 1, 2, 3)
+            volume = volume + self.local(volume)
+            parts.append(volume.permute(0, 2, 3, 4, 1).reshape(b, n, channels))
+            start += n
+        parts.append(h[:, start:])
+        return torch.cat(parts, 1)
 
 
 class JointBlock(nn.Module):
     """Joint attention over [text | image] with separate text and image weights."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, text_mlp_ratio: float) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, text_mlp_ratio: float, local_mixing: bool) -> None:
         super().__init__()
         self.text = Stream(dim, heads, text_mlp_ratio)
-        self.image = Stream(dim, heads, mlp_ratio)
+        self.image = Stream(dim, heads, mlp_ratio, local_mixing)
 
     def forward(
         self,
@@ -135,6 +165,7 @@ class JointBlock(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         mask: torch.Tensor,
         extra_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        grids: list[Grid] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """image (B, Ni, D) with per-token modulation (B, Ni, 6D); text (B, Nt, D) with (B, 1, 6D).
 
@@ -151,18 +182,23 @@ class JointBlock(nn.Module):
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         n_text = text.shape[1]
         text = self.text.finish(text, attended[:, :, :n_text], text_mods)
-        image = self.image.finish(image, attended[:, :, n_text:], image_mods)
+        image = self.image.finish(image, attended[:, :, n_text:], image_mods, grids)
         return image, text
 
     def reference_only(
-        self, refs: torch.Tensor, mod: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor
+        self,
+        refs: torch.Tensor,
+        mod: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor,
+        grids: list[Grid] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One-way update of reference tokens alone; returns (new refs, their keys, their values)."""
         mods = mod.chunk(6, dim=-1)
         q, k, v = self.image.qkv(refs, mods)
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.image.finish(refs, attended, mods), k, v
+        return self.image.finish(refs, attended, mods, grids), k, v
 
 
 class MMDiT(nn.Module):
@@ -178,7 +214,8 @@ class MMDiT(nn.Module):
         self.text_pool = nn.Linear(config.text_dim, dim)
         self.ref_type = nn.Parameter(torch.zeros(config.max_refs, dim)) if config.ref_type_embedding else None
         self.blocks = nn.ModuleList(
-            JointBlock(dim, config.heads, config.mlp_ratio, config.text_mlp_ratio) for _ in range(config.depth)
+            JointBlock(dim, config.heads, config.mlp_ratio, config.text_mlp_ratio, config.local_mixing)
+            for _ in range(config.depth)
         )
         self.norm_out = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.out_modulation = nn.Linear(dim, 2 * dim)
@@ -281,6 +318,7 @@ class MMDiT(nn.Module):
         if ref_cache is not None:
             mask = mask[:, :, : text.shape[1] + n_video]  # queries: text + video only; keys keep the refs
         n_ref_tokens = image.shape[1] - n_video
+        grids = layout.grids(with_refs=use_refs)
         mods = [block.image.modulation for block in self.blocks]
         for i, block in enumerate(self.blocks):
             video_mod = mods[i](video_c)[:, None]
@@ -289,7 +327,7 @@ class MMDiT(nn.Module):
                 image_mod = torch.cat([image_mod, mods[i](ref_c)[:, None].expand(b, n_ref_tokens, -1)], 1)
             text_mod = block.text.modulation(video_c)[:, None]
             extra = (ref_cache.keys[i], ref_cache.values[i]) if ref_cache is not None else None
-            image, text_tokens = block(image, text_tokens, image_mod, text_mod, rope, mask, extra)
+            image, text_tokens = block(image, text_tokens, image_mod, text_mod, rope, mask, extra, grids)
         shift, scale = self.out_modulation(video_c)[:, None].chunk(2, dim=-1)
         return self.patch_out(modulate(self.norm_out(image[:, :n_video]), shift, scale))
 
@@ -321,7 +359,7 @@ class MMDiT(nn.Module):
         keys, values = [], []
         for block in self.blocks:
             mod = block.image.modulation(ref_c)[:, None].expand(b, n, -1)
-            refs, k, v = block.reference_only(refs, mod, rope, mask)
+            refs, k, v = block.reference_only(refs, mod, rope, mask, layout.grids(with_video=False))
             keys.append(k)
             values.append(v)
         return ReferenceCache(keys, values, ref_key_mask)

@@ -13,6 +13,18 @@ from libragen.core.config import load_config
 train_app = typer.Typer(help="Training: VGFM pre-training (SFT and DPO follow).", no_args_is_help=True)
 
 
+@train_app.command("export")
+def export(
+    run: Annotated[Path, typer.Option(help="a VGFM run folder")],
+    out: Annotated[Path, typer.Option(help="backbone folder to write")],
+    ema: Annotated[bool, typer.Option(help="export the EMA weights (if the run keeps them)")] = True,
+) -> None:
+    """Save a run's newest checkpoint as a backbone folder (float16), usable by generate/eval while training goes on."""
+    from libragen.train.vgfm import export_checkpoint
+
+    Console(stderr=True).print(f"wrote {export_checkpoint(run, out, use_ema=ema)}")
+
+
 @train_app.command("vgfm")
 def vgfm(
     config: Annotated[Path, typer.Option(help="VGFM YAML config (see configs/vgfm.yaml)")],

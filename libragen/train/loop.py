@@ -134,10 +134,10 @@ class TrainingLoop:
             path.write_text("".join(line + "\n" for line in kept))
 
     @torch.no_grad()
-    def _update_ema(self) -> None:
+    def _update_ema(self, step: int) -> None:
         if self.ema is None:
             return
-        decay = self.config.ema_decay
+        decay = min(self.config.ema_decay, (1 + step) / (10 + step))  # warm-up: early EMA forgets the init
         for name, param in self.params.items():
             self.ema[name].lerp_(param.detach(), 1 - decay)
 
@@ -202,7 +202,7 @@ class TrainingLoop:
                 if not math.isfinite(grad_norm):
                     raise TrainingDiverged(f"gradient norm is {grad_norm} at step {step}; nothing was updated")
                 self.optimizer.step()
-                self._update_ema()
+                self._update_ema(step)
                 done = step + 1
                 losses.append((done, loss_value))
                 if done % c.log_every == 0 or done == c.steps:

@@ -130,6 +130,26 @@ def sample_fn(config: VGFMConfig):
     return make
 
 
+def export_checkpoint(
+    run_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, use_ema: bool = True,
+    dtype: torch.dtype | None = torch.float16,
+) -> Path:
+    """Save the newest checkpoint of a VGFM run as a backbone folder (EMA weights unless ``use_ema`` is off)."""
+    from libragen.core.config import load_config
+    from libragen.train.checkpoint import checkpoint_dirs, load_checkpoint
+
+    found = checkpoint_dirs(run_dir)
+    if not found:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint yet")
+    config = load_config(VGFMConfig, Path(run_dir) / "config.yaml")
+    state = load_checkpoint(found[-1])
+    weights = state.ema if use_ema and state.ema is not None else state.trainable
+    backbone = LibraWorldBackbone(config.backbone)
+    backbone.trainable.load_state_dict(weights)
+    backbone.save(out, dtype=dtype)
+    return Path(out)
+
+
 def train_vgfm(config: VGFMConfig, run_dir: str | os.PathLike[str], console: Console | None = None) -> LoopResult:
     """Train (or resume) a VGFM into ``run_dir``; write ``final/`` (EMA weights) and ``loss.png``."""
     console = console or Console(stderr=True)
