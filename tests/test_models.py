@@ -203,7 +203,12 @@ def test_bad_configs_are_rejected():
 def test_pooled_latents_shapes_references_and_cache():
     torch.manual_seed(0)
     config = LibraWorldBackboneConfig(
-        frames=4, height=32, width=32, ref_size=32, patch=(2, 8, 8), latent_downsample=2,
+        frames=4,
+        height=32,
+        width=32,
+        ref_size=32,
+        patch=(2, 8, 8),
+        latent_downsample=2,
         transformer=MMDiTConfig(dim=32, depth=2, heads=2),
     )
     backbone = LibraWorldBackbone(config).eval()
@@ -226,8 +231,16 @@ class ExactVelocity(LibraWorldBackbone):
     """A 'model' that knows the answer: the velocity field that carries any x_t to one target video."""
 
     def __init__(self, target: torch.Tensor) -> None:
-        super().__init__(LibraWorldBackboneConfig(frames=4, height=32, width=32, ref_size=32, patch=(2, 8, 8),
-                                                  transformer=MMDiTConfig(dim=16, depth=1, heads=1)))
+        super().__init__(
+            LibraWorldBackboneConfig(
+                frames=4,
+                height=32,
+                width=32,
+                ref_size=32,
+                patch=(2, 8, 8),
+                transformer=MMDiTConfig(dim=16, depth=1, heads=1),
+            )
+        )
         self.target = target
 
     def predict_velocity(self, latents, timestep, text, refs=None, ref_offset=(0.0, 0.0, 0.0), ref_cache=None):

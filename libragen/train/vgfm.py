@@ -131,7 +131,10 @@ def sample_fn(config: VGFMConfig):
 
 
 def export_checkpoint(
-    run_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, use_ema: bool = True,
+    run_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    use_ema: bool = True,
     dtype: torch.dtype | None = torch.float16,
 ) -> Path:
     """Save the newest checkpoint of a VGFM run as a backbone folder (EMA weights unless ``use_ema`` is off)."""
