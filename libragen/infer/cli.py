@@ -13,7 +13,7 @@ def generate(
     prompt: Annotated[list[str], typer.Option("--prompt", help="prompt; repeat for several videos")],
     out: Annotated[Path, typer.Option(help="folder for the mp4s")],
     model: Annotated[
-        Path | None, typer.Option(help="saved backbone folder (default: the shipped LibraWorld VGFM)")
+        Path | None, typer.Option(help="saved backbone folder (default: the shipped LibraWorld VGFM, once one ships)")
     ] = None,
     ref: Annotated[
         list[Path] | None, typer.Option("--ref", help="reference image (1-4), used for every prompt")
