@@ -13,18 +13,17 @@ from libragen.models.rope import apply_rope, rope_angles
 PROMPTS = ["a red round creature hops quickly to the left on a brick wall.", "a blue oval creature stays still."]
 
 
+def tiny_config(one_way: bool = True, **overrides) -> LibraWorldBackboneConfig:
+    """4-frame 32 px clips, 2×8×8 patches, a 2-block 32-wide transformer."""
+    transformer = MMDiTConfig(dim=32, depth=2, heads=2, one_way_refs=one_way)
+    fields = {"frames": 4, "height": 32, "width": 32, "ref_size": 32, "patch": (2, 8, 8), "transformer": transformer}
+    return LibraWorldBackboneConfig(**(fields | overrides))
+
+
 def tiny_backbone(one_way: bool = True, seed: int = 0) -> LibraWorldBackbone:
-    """A 2-block backbone on 4-frame 32 px clips, with non-zero weights so every path matters."""
+    """A tiny backbone with non-zero weights everywhere so every path matters."""
     torch.manual_seed(seed)
-    config = LibraWorldBackboneConfig(
-        frames=4,
-        height=32,
-        width=32,
-        ref_size=32,
-        patch=(2, 8, 8),
-        transformer=MMDiTConfig(dim=32, depth=2, heads=2, one_way_refs=one_way),
-    )
-    backbone = LibraWorldBackbone(config)
+    backbone = LibraWorldBackbone(tiny_config(one_way))
     with torch.no_grad():
         for param in backbone.trainable.parameters():  # zero-initialised gates would hide bugs
             param.add_(torch.randn_like(param) * 0.05)
@@ -202,16 +201,7 @@ def test_bad_configs_are_rejected():
 
 def test_pooled_latents_shapes_references_and_cache():
     torch.manual_seed(0)
-    config = LibraWorldBackboneConfig(
-        frames=4,
-        height=32,
-        width=32,
-        ref_size=32,
-        patch=(2, 8, 8),
-        latent_downsample=2,
-        transformer=MMDiTConfig(dim=32, depth=2, heads=2),
-    )
-    backbone = LibraWorldBackbone(config).eval()
+    backbone = LibraWorldBackbone(tiny_config(latent_downsample=2)).eval()
     assert backbone.latent_shape == (3, 4, 16, 16)
     video = torch.rand(2, 4, 3, 32, 32) * 2 - 1
     latents = backbone.encode_video(video)
@@ -231,16 +221,7 @@ class ExactVelocity(LibraWorldBackbone):
     """A 'model' that knows the answer: the velocity field that carries any x_t to one target video."""
 
     def __init__(self, target: torch.Tensor) -> None:
-        super().__init__(
-            LibraWorldBackboneConfig(
-                frames=4,
-                height=32,
-                width=32,
-                ref_size=32,
-                patch=(2, 8, 8),
-                transformer=MMDiTConfig(dim=16, depth=1, heads=1),
-            )
-        )
+        super().__init__(tiny_config())
         self.target = target
 
     def predict_velocity(self, latents, timestep, text, refs=None, ref_offset=(0.0, 0.0, 0.0), ref_cache=None):
