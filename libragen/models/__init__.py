@@ -17,15 +17,23 @@ __all__ = ["SHIPPED_VGFM", "Backbone", "References", "TextBatch", "load_backbone
 SHIPPED_VGFM = Path(__file__).parent / "weights" / "vgfm"
 
 
-def load_backbone(path: str | os.PathLike[str]) -> Backbone:
-    """Load a saved backbone folder (``backbone.json`` + weights); a clear error for anything else."""
+def load_backbone(path: str | os.PathLike[str], device: str = "cpu") -> Backbone:
+    """Load a saved backbone folder, or a local diffusers Wan folder; a clear error for anything else."""
     folder = Path(path)
     meta_path = folder / "backbone.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{folder}: not a saved backbone (no backbone.json)")
-    kind = json.loads(meta_path.read_text()).get("kind")
+    index_path = folder / "model_index.json"
+    if meta_path.is_file():
+        kind = json.loads(meta_path.read_text()).get("kind")
+    elif index_path.is_file() and json.loads(index_path.read_text()).get("_class_name", "").startswith("Wan"):
+        kind = "wan"
+    else:
+        raise FileNotFoundError(f"{folder}: not a saved backbone (no backbone.json) nor a diffusers Wan folder")
     if kind == "libraworld":
         from libragen.models.libraworld import LibraWorldBackbone
 
-        return LibraWorldBackbone.load(folder)
+        return LibraWorldBackbone.load(folder).to(device)
+    if kind == "wan":
+        from libragen.models.wan import WanBackbone
+
+        return WanBackbone.from_pretrained(folder, device=device)
     raise ValueError(f"{folder}: unknown backbone kind {kind!r}")

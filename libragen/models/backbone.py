@@ -9,8 +9,10 @@ methods, so the LibraWorld MM-DiT and a Wan checkpoint are interchangeable.
 from __future__ import annotations
 
 import abc
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -46,6 +48,8 @@ class Backbone(nn.Module, abc.ABC):
     #: Frames, height, width and fps of the videos the backbone makes.
     video_size: tuple[int, int, int]
     fps: float
+    #: Module names (peft ``target_modules``) a LoRA adapts by default.
+    lora_targets: tuple[str, ...] = ()
 
     @property
     @abc.abstractmethod
@@ -89,6 +93,29 @@ class Backbone(nn.Module, abc.ABC):
     ) -> object | None:
         """Precomputed reference state reused across denoising steps, or None when not supported."""
         return None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.trainable.parameters()).device
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute block activations in backward (less memory, more time); not every backbone can."""
+        raise NotImplementedError(f"{type(self).__name__} does not support gradient checkpointing")
+
+    def save_lora(self, path: str | os.PathLike[str], lora_config: dict) -> None:
+        """Write the LoRA weights of ``trainable`` (peft keys, safetensors) and their config to ``path``."""
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        from libragen.core.files import atomic_path
+
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self.trainable).items()}
+        if not state:
+            raise ValueError("the backbone has no LoRA to save")
+        with atomic_path(folder / "lora.safetensors") as tmp:
+            save_file(state, str(tmp), metadata={"lora_config": json.dumps(lora_config, default=list)})
 
     @abc.abstractmethod
     def save(self, path: str | os.PathLike[str], dtype: torch.dtype | None = None) -> None:

@@ -58,6 +58,7 @@ class LibraWorldBackbone(Backbone):
     """Pixel-patch MM-DiT backbone for LibraWorld videos (B, T, 3, H, W) in [-1, 1]."""
 
     kind = "libraworld"
+    lora_targets = ("to_q", "to_k", "to_v", "to_out", "mlp_in", "mlp_out")
 
     def __init__(self, config: LibraWorldBackboneConfig | None = None) -> None:
         super().__init__()
