@@ -199,13 +199,18 @@ def test_one_way_references_reach_the_video_only_through_attention(wan_dir):
         one = References(refs.latents[1:, :1], refs.mask[1:, :1])
         alone = backbone.predict_velocity(latents[1:], t[1:], _slice(text, 1), one)
         assert torch.allclose(with_refs[1:], alone, atol=1e-5)
-        # references are clean and one-way: their K/V ignore the video's timestep, the video and the text
-        name = "transformer"
-        keys_a, _ = backbone._reference_pass(name, refs, text.tokens, (0.0, 0.0, 0.0))
-        keys_b, _ = backbone._reference_pass(name, refs, torch.randn_like(text.tokens), (0.0, 0.0, 0.0))
-        assert all(torch.equal(keys_a[i], keys_b[i]) for i in keys_a)
-        moved, _ = backbone._reference_pass(name, refs, text.tokens, (2.0, 1.0, 1.0))
-        assert not torch.allclose(moved[0], keys_a[0])
+        # references are clean and one-way: what they give the video ignores the video, its timestep and the text
+        cache = backbone.reference_cache(refs)
+        for other_latents, other_t, other_text in [
+            (torch.randn_like(latents), t, text),
+            (latents, torch.tensor([0.9, 0.1]), text),
+            (latents, t, backbone.encode_text(["snow wall", "left"])),
+        ]:
+            cached = backbone.predict_velocity(other_latents, other_t, other_text, ref_cache=cache)
+            direct = backbone.predict_velocity(other_latents, other_t, other_text, refs)
+            assert torch.allclose(cached, direct, atol=1e-6)
+        moved = backbone.reference_cache(refs, (2.0, 1.0, 1.0))
+        assert not torch.allclose(moved.keys["transformer"][0][0], cache.keys["transformer"][0][0])
 
 
 def _slice(text, start, stop=None):
@@ -359,3 +364,28 @@ def test_one_sft_step_and_one_dpo_step_run_through_the_shared_loop(wan_dir, tmp_
 def test_load_backbone_reads_a_diffusers_wan_folder(wan_dir):
     backbone = load_backbone(wan_dir)
     assert isinstance(backbone, WanBackbone) and backbone.config.frames == 81
+
+
+def test_save_round_trip_and_generate_cli_on_a_wan_folder(wan_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from libragen.cli import app
+    from libragen.core.video import read_video
+
+    backbone = backbone_at(wan_dir)
+    backbone.save(tmp_path / "saved")
+    loaded = load_backbone(tmp_path / "saved")
+    assert isinstance(loaded, WanBackbone) and loaded.config == backbone.config and loaded.sampling_shift == 3.0
+    latents, t, text, refs = inputs(backbone)
+    with torch.no_grad():
+        assert torch.equal(
+            backbone.predict_velocity(latents, t, text, refs), loaded.eval().predict_velocity(latents, t, text, refs)
+        )
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / "ref.png")
+    args = ["generate", "--model", str(tmp_path / "saved"), "--prompt", PROMPTS[0], "--out", str(tmp_path / "v")]
+    result = CliRunner().invoke(app, [*args, "--ref", str(tmp_path / "ref.png"), "--steps", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    video = read_video(tmp_path / "v" / "video000.mp4")
+    assert video.shape[:3] == (5, 32, 48)

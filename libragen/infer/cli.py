@@ -21,8 +21,12 @@ def generate(
     steps: Annotated[int, typer.Option(min=1, help="Euler steps")] = 30,
     guidance: Annotated[float, typer.Option(min=0.0, help="text CFG scale (0: no guidance)")] = 4.0,
     seed: Annotated[int, typer.Option(help="seed of the first video; video k uses seed + k")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 … (default: cuda when present)")] = "auto",
 ) -> None:
-    """Generate one video per prompt with the Euler flow sampler and text CFG."""
+    """Generate one video per prompt with the Euler flow sampler and text CFG.
+
+    ``--model`` takes a saved backbone or a local diffusers Wan2.1/2.2 folder (its native size).
+    """
     import numpy as np
     import torch
     from PIL import Image
@@ -33,7 +37,9 @@ def generate(
     from libragen.models import SHIPPED_VGFM, load_backbone
 
     console = Console(stderr=True)
-    backbone = load_backbone(model or SHIPPED_VGFM).eval()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    backbone = load_backbone(model or SHIPPED_VGFM, device=device).eval()
     refs = None
     if ref:
         if len(ref) > 4:
@@ -44,7 +50,7 @@ def generate(
             if not path.is_file():
                 raise typer.BadParameter(f"{path}: no such image", param_hint="--ref")
             images.append(prepare_reference(np.asarray(Image.open(path).convert("RGB")), size=size))
-        tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        tensor = (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0).to(backbone.device)
         refs = backbone.encode_references(tensor[None].expand(len(prompt), -1, -1, -1, -1))
     guide = TextCFG(guidance) if guidance > 0 else Guidance()
     with console.status(f"sampling {len(prompt)} video(s), {steps} steps"):

@@ -54,14 +54,14 @@ def sample(
     steps: int = 30,
     guidance: Guidance | None = None,
     seed: int | list[int] = 0,
-    shift: float = 1.0,
+    shift: float | None = None,
     ref_offset: tuple[float, float, float] = (0.0, 0.0, 0.0),
     noise: torch.Tensor | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Generate videos (B, T, 3, H, W) in [-1, 1] for ``prompts``.
 
-    ``seed`` is one seed for the batch or one per prompt (a prompt's video then does not depend on
+    ``shift`` defaults to ``backbone.sampling_shift``. ``seed`` is one seed for the batch or one per prompt (a prompt's video then does not depend on
     what it is batched with); ``noise`` overrides both (Consis-DPO reuses one noise for two runs).
     """
     guidance = guidance or Guidance()
@@ -76,7 +76,7 @@ def sample(
     x = noise.to(device)
     texts = {True: backbone.encode_text(prompts), False: backbone.encode_text([""] * b)}
     cache = backbone.reference_cache(refs, ref_offset) if refs is not None else None
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=backbone.sampling_shift if shift is None else shift)
     scheduler.set_timesteps(steps, device=device)
     branches = guidance.branches
     for i, timestep in enumerate(scheduler.timesteps):

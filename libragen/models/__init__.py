@@ -18,7 +18,10 @@ SHIPPED_VGFM = Path(__file__).parent / "weights" / "vgfm"
 
 
 def load_backbone(path: str | os.PathLike[str], device: str = "cpu") -> Backbone:
-    """Load a saved backbone folder, or a local diffusers Wan folder; a clear error for anything else."""
+    """Load a saved backbone folder, or a local diffusers Wan folder; a clear error for anything else.
+
+    On a CUDA device a Wan model loads in bfloat16, elsewhere in float32.
+    """
     folder = Path(path)
     meta_path = folder / "backbone.json"
     index_path = folder / "model_index.json"
@@ -35,5 +38,8 @@ def load_backbone(path: str | os.PathLike[str], device: str = "cpu") -> Backbone
     if kind == "wan":
         from libragen.models.wan import WanBackbone
 
-        return WanBackbone.from_pretrained(folder, device=device)
+        import torch
+
+        dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        return WanBackbone.from_pretrained(folder, device=device, dtype=dtype)
     raise ValueError(f"{folder}: unknown backbone kind {kind!r}")

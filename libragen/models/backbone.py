@@ -50,6 +50,8 @@ class Backbone(nn.Module, abc.ABC):
     fps: float
     #: Module names (peft ``target_modules``) a LoRA adapts by default.
     lora_targets: tuple[str, ...] = ()
+    #: The timestep shift the sampler uses unless told otherwise (SD3's shift; Wan's flow_shift).
+    sampling_shift: float = 1.0
 
     @property
     @abc.abstractmethod

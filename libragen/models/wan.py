@@ -77,6 +77,9 @@ class WanBackbone(Backbone):
         boundary = pipeline.config.get("boundary_ratio") if hasattr(pipeline, "config") else None
         self.boundary = None if self.transformer_2 is None or boundary is None else float(boundary)
         self._text_cache: dict[str, tuple[torch.Tensor, int]] = {}
+        scheduler = getattr(pipeline, "scheduler", None)
+        scheduler_config = scheduler.config if scheduler is not None else {}
+        self.sampling_shift = float(scheduler_config.get("flow_shift") or scheduler_config.get("shift") or 5.0)
 
         vae = pipeline.vae
         self._temporal = int(vae.config.scale_factor_temporal)
@@ -107,7 +110,7 @@ class WanBackbone(Backbone):
         dtype: torch.dtype = torch.float32,
     ) -> WanBackbone:
         """Load a local diffusers-format Wan folder (``model_index.json``); never touches the network."""
-        from diffusers import WanPipeline
+        from diffusers import AutoencoderKLWan, WanPipeline
 
         folder = Path(path)
         if not (folder / "model_index.json").is_file():
@@ -119,7 +122,9 @@ class WanBackbone(Backbone):
                 if meta.is_file()
                 else WanBackboneConfig()
             )
-        pipeline = WanPipeline.from_pretrained(folder, dtype=dtype, local_files_only=True)
+        # the VAE stays in float32 whatever the transformer's dtype (Wan's own recommendation)
+        vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", dtype=torch.float32, local_files_only=True)
+        pipeline = WanPipeline.from_pretrained(folder, vae=vae, dtype=dtype, local_files_only=True)
         backbone = cls(pipeline, config)
         backbone.to_device(device)
         return backbone
@@ -129,8 +134,9 @@ class WanBackbone(Backbone):
         for model in self._experts.values():
             model.to(device)
         encoders_device = "cpu" if self.config.offload else device
-        self.pipeline.text_encoder.to(encoders_device)
-        self.pipeline.vae.to(encoders_device)
+        for module in (self.pipeline.text_encoder, self.pipeline.vae):
+            if module is not None:  # a transformer-only pipeline (cached text and latents) has neither
+                module.to(encoders_device)
         return self
 
     @contextlib.contextmanager
@@ -241,12 +247,13 @@ class WanBackbone(Backbone):
         return refs.mask.repeat_interleave(per_frame, dim=1)
 
     def _reference_pass(
-        self, name: str, refs: References, text: torch.Tensor, offset: tuple[float, float, float]
+        self, name: str, refs: References, offset: tuple[float, float, float]
     ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
         """Run the references alone (timestep 0, no text) and return every block's reference K/V."""
         model = self._experts[name]
         frames = refs.latents.permute(0, 2, 1, 3, 4).to(model.dtype)  # (B, z, R, h, w)
         zeros = torch.zeros(frames.shape[0], device=frames.device)
+        no_text = torch.zeros(frames.shape[0], 1, model.config.text_dim, dtype=model.dtype, device=frames.device)
         keys: dict[int, torch.Tensor] = {}
         values: dict[int, torch.Tensor] = {}
         state = self._states[name]
@@ -259,7 +266,7 @@ class WanBackbone(Backbone):
             keys=keys,
             values=values,
         ):
-            model(frames, zeros, text, return_dict=False)
+            model(frames, zeros, no_text, return_dict=False)  # the refs pass never reads the text
         return keys, values
 
     def _forward(
@@ -280,7 +287,7 @@ class WanBackbone(Backbone):
             return model(x, wan_t, text, return_dict=False)[0]
         key_mask = self._ref_key_mask(refs, model)
         if self.config.one_way_refs:
-            keys, values = cached if cached is not None else self._reference_pass(name, refs, text, offset)
+            keys, values = cached if cached is not None else self._reference_pass(name, refs, offset)
             with state.use(mode="video", ref_key_mask=key_mask, keys=keys, values=values):
                 return model(x, wan_t, text, return_dict=False)[0]
         frames = refs.latents.permute(0, 2, 1, 3, 4).to(model.dtype)
@@ -334,9 +341,8 @@ class WanBackbone(Backbone):
     ) -> object | None:
         if not self.config.one_way_refs:
             return None
-        empty = self.encode_text([""] * refs.latents.shape[0]).tokens.to(self.dtype)  # unused by the refs pass
         with torch.no_grad():
-            keys = {name: self._reference_pass(name, refs, empty, ref_offset) for name in self._experts}
+            keys = {name: self._reference_pass(name, refs, ref_offset) for name in self._experts}
         return _WanRefCache(refs, ref_offset, keys)
 
     # -- persistence -----------------------------------------------------------------------------
@@ -344,10 +350,15 @@ class WanBackbone(Backbone):
         """The whole pipeline in diffusers format (loadable by ``WanPipeline.from_pretrained``) + backbone.json."""
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
-        if dtype is not None:
+        dtypes = {name: model.dtype for name, model in self._experts.items()}
+        if dtype is not None:  # cast for writing, then back (a float32 model keeps float16-rounded weights)
             for model in self._experts.values():
                 model.to(dtype)
-        self.pipeline.save_pretrained(folder, safe_serialization=True)
+        try:
+            self.pipeline.save_pretrained(folder, safe_serialization=True)
+        finally:
+            for name, model in self._experts.items():
+                model.to(dtypes[name])
         with atomic_path(folder / "backbone.json") as tmp:
             tmp.write_text(json.dumps({"kind": self.kind, "config": self.config.model_dump(mode="json")}, indent=2))
 
