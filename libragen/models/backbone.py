@@ -100,8 +100,11 @@ class Backbone(nn.Module, abc.ABC):
     def device(self) -> torch.device:
         return next(self.trainable.parameters()).device
 
-    def enable_gradient_checkpointing(self) -> None:
-        """Recompute block activations in backward (less memory, more time); not every backbone can."""
+    def enable_gradient_checkpointing(self, fraction: float = 1.0) -> None:
+        """Recompute the activations of ``fraction`` of the blocks (evenly spread) in backward.
+
+        Less memory for more time (about a third of those blocks' forward cost); not every backbone can.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not support gradient checkpointing")
 
     def save_lora(self, path: str | os.PathLike[str], lora_config: dict) -> None:

@@ -162,9 +162,13 @@ class WanBackbone(Backbone):
     def dtype(self) -> torch.dtype:
         return self.transformer.dtype
 
-    def enable_gradient_checkpointing(self) -> None:
+    def enable_gradient_checkpointing(self, fraction: float = 1.0) -> None:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         for name, model in self._experts.items():
-            model.enable_gradient_checkpointing(state_aware_checkpointing(self._states[name]))
+            n = len(model.blocks)
+            chosen = [model.blocks[i] for i in range(n) if int((i + 1) * fraction) > int(i * fraction)]
+            model.enable_gradient_checkpointing(state_aware_checkpointing(self._states[name], chosen))
 
     def encode_text(self, prompts: list[str]) -> TextBatch:
         missing = list(dict.fromkeys(p for p in prompts if p not in self._text_cache))

@@ -218,14 +218,20 @@ def install_reference_injection(transformer: WanTransformer3DModel) -> Reference
     return state
 
 
-def state_aware_checkpointing(state: ReferenceState) -> Callable[..., torch.Tensor]:
+def state_aware_checkpointing(
+    state: ReferenceState, blocks: list[nn.Module] | None = None
+) -> Callable[..., torch.Tensor]:
     """A gradient-checkpointing function that recomputes each block under the state it first ran with.
 
     diffusers recomputes blocks during backward, when the shared state already describes a later
     pass; snapshotting it per call keeps the recomputation identical to the original forward.
+    Only ``blocks`` (default: all) are checkpointed; the others keep their activations.
     """
+    chosen = None if blocks is None else {id(block) for block in blocks}
 
     def run_checkpointed(block: nn.Module, *args: torch.Tensor) -> torch.Tensor:
+        if chosen is not None and id(block) not in chosen:
+            return block(*args)
         fields = state.fields()
 
         def replay(*inputs: torch.Tensor) -> torch.Tensor:

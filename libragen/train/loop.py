@@ -2,6 +2,11 @@
 
 The loop owns AdamW with warmup, gradient clipping, optional EMA, TensorBoard + JSONL logging,
 sample videos at intervals, atomic checkpoints and resume, and a clear stop on a non-finite loss.
+Devices and precision go through accelerate: the backbone is moved to ``accelerator.device`` (a GPU
+when present), the objective runs under its autocast (``mixed_precision: bf16`` on a GPU), and under
+``accelerate launch`` with several processes each process draws its own batches (generator seeded by
+process too) and gradients are averaged across processes before clipping; only the main process
+writes logs, checkpoints and samples.
 What is trained is whatever parameters of ``backbone.trainable`` require grad (all of them for
 pretraining, only LoRA weights after peft wraps the model). The objective gets the backbone, the step
 and a generator seeded from (seed, step), so a resumed run draws the same batches and noise as an
@@ -12,10 +17,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -49,6 +56,8 @@ class LoopConfig(StrictModel):
     checkpoint_every: int = Field(200, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     threads: int | None = Field(None, ge=1)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # accelerate's autocast; bf16 is the GPU choice
+    cpu: bool = False  # force the CPU even when a GPU is present
 
 
 class TrainingDiverged(RuntimeError):
@@ -64,9 +73,9 @@ class LoopResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """The generator of one step: a pure function of (seed, step), so resume replays the same draws."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
+def step_generator(seed: int, step: int, process: int = 0) -> torch.Generator:
+    """The generator of one step: a pure function of (seed, step, process), so resume replays the same draws."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step + process * 7_919_000_003) % (2**63 - 1))
 
 
 class TrainingLoop:
@@ -81,17 +90,22 @@ class TrainingLoop:
         sample_fn: SampleFn | None = None,
         console: Console | None = None,
     ) -> None:
+        from accelerate import Accelerator
+
         self.backbone = backbone
         self.objective = objective
         self.config = config
         self.run_dir = Path(run_dir)
         self.sample_fn = sample_fn
         self.console = console or Console(stderr=True)
+        self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.cpu)
+        self.is_main = self.accelerator.is_main_process
+        backbone.to(self.accelerator.device)
         self.params = {n: p for n, p in backbone.trainable.named_parameters() if p.requires_grad}
         if not self.params:
             raise ValueError("nothing to train: no parameter of backbone.trainable requires grad")
-        self.optimizer = torch.optim.AdamW(
-            self.params.values(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+        self.optimizer = self.accelerator.prepare_optimizer(
+            torch.optim.AdamW(self.params.values(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
         )
         self.ema = {n: p.detach().clone() for n, p in self.params.items()} if config.ema_decay else None
 
@@ -129,7 +143,7 @@ class TrainingLoop:
 
     def _truncate_metrics(self, step: int) -> None:
         path = self.run_dir / "metrics.jsonl"
-        if path.is_file():
+        if path.is_file() and self.is_main:
             kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
             path.write_text("".join(line + "\n" for line in kept))
 
@@ -152,7 +166,7 @@ class TrainingLoop:
             self.ema[name] = live
 
     def _write_samples(self, step: int) -> None:
-        if self.sample_fn is None:
+        if self.sample_fn is None or not self.is_main:
             return
         self.swap_in_ema()
         try:
@@ -165,6 +179,15 @@ class TrainingLoop:
         for name, frames in videos.items():
             write_video(folder / f"{name}.mp4", frames, self.backbone.fps)
 
+    def _average_gradients(self) -> None:
+        """Mean of every gradient across processes (the backbone is not DDP-wrapped: its forward is ours)."""
+        if self.accelerator.num_processes == 1:
+            return
+        for param in self.params.values():
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            param.grad = self.accelerator.reduce(param.grad, "mean")
+
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> LoopResult:
         c = self.config
@@ -174,22 +197,24 @@ class TrainingLoop:
         start_step = self._resume()
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=start_step)
+        writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=start_step) if self.is_main else None
         losses: list[tuple[int, float]] = []
         started = time.time()
         loss_value = float("nan")
         self.backbone.train()
         with (
             progress_bar("train {task.description}", self.console) as progress,
-            open(self.run_dir / "metrics.jsonl", "a") as metrics,
+            open(self.run_dir / "metrics.jsonl" if self.is_main else os.devnull, "a") as metrics,
         ):
             task = progress.add_task("", total=c.steps, completed=start_step)
             for step in range(start_step, c.steps):
                 lr = self.lr_at(step)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                loss, logs = self.objective(self.backbone, step, step_generator(c.seed, step))
-                loss_value = float(loss.detach())
+                generator = step_generator(c.seed, step, self.accelerator.process_index)
+                with self.accelerator.autocast():
+                    loss, logs = self.objective(self.backbone, step, generator)
+                loss_value = float(self.accelerator.reduce(loss.detach().float(), "mean"))
                 if not math.isfinite(loss_value):
                     last = checkpoint_dirs(self.run_dir)
                     raise TrainingDiverged(
@@ -197,8 +222,9 @@ class TrainingLoop:
                         f"{last[-1] if last else 'none'}. Lower the learning rate or check the data."
                     )
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params.values(), c.grad_clip))
+                self.accelerator.backward(loss)
+                self._average_gradients()
+                grad_norm = float(self.accelerator.clip_grad_norm_(list(self.params.values()), c.grad_clip))
                 if not math.isfinite(grad_norm):
                     raise TrainingDiverged(f"gradient norm is {grad_norm} at step {step}; nothing was updated")
                 self.optimizer.step()
@@ -217,13 +243,16 @@ class TrainingLoop:
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()
                     for key, value in record.items():
-                        if key != "step":
+                        if key != "step" and writer is not None:
                             writer.add_scalar(f"train/{key}", value, done)
                     progress.update(task, description=f"loss {loss_value:.4f}")
                 if done % c.checkpoint_every == 0 or done == c.steps:
-                    save_checkpoint(self.run_dir, self._state(done), keep=c.keep_checkpoints)
+                    if self.is_main:
+                        save_checkpoint(self.run_dir, self._state(done), keep=c.keep_checkpoints)
+                    self.accelerator.wait_for_everyone()
                 if c.sample_every and (done % c.sample_every == 0 or done == c.steps):
                     self._write_samples(done)
                 progress.update(task, completed=done)
-        writer.close()
+        if writer is not None:
+            writer.close()
         return LoopResult(c.steps - start_step, loss_value, time.time() - started, start_step, losses)
