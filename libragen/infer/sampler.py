@@ -61,8 +61,9 @@ def sample(
 ) -> torch.Tensor:
     """Generate videos (B, T, 3, H, W) in [-1, 1] for ``prompts``.
 
-    ``shift`` defaults to ``backbone.sampling_shift``. ``seed`` is one seed for the batch or one per prompt (a prompt's video then does not depend on
-    what it is batched with); ``noise`` overrides both (Consis-DPO reuses one noise for two runs).
+    ``shift`` defaults to ``backbone.sampling_shift``. ``seed`` is one seed for the batch or one per
+    prompt (a prompt's video then does not depend on what it is batched with); ``noise`` overrides both
+    (Consis-DPO reuses one noise for two runs).
     """
     guidance = guidance or Guidance()
     device = backbone.device

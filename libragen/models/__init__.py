@@ -36,9 +36,9 @@ def load_backbone(path: str | os.PathLike[str], device: str = "cpu") -> Backbone
 
         return LibraWorldBackbone.load(folder).to(device)
     if kind == "wan":
-        from libragen.models.wan import WanBackbone
-
         import torch
+
+        from libragen.models.wan import WanBackbone
 
         dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
         return WanBackbone.from_pretrained(folder, device=device, dtype=dtype)
