@@ -19,8 +19,9 @@ from libragen.eval.scorers import ScorerLoadError
 from libragen.infer.cli import generate
 from libragen.pairs.cli import pairs_app
 from libragen.review.cli import review_app
-from libragen.train.cli import train_app
+from libragen.train.cli import dpo_app, train_app
 from libragen.train.loop import TrainingDiverged
+from libragen.train.merge_cli import merge
 from libragen.world.cli import world_app
 
 NOT_IMPLEMENTED_EXIT = 3
@@ -37,14 +38,12 @@ app.add_typer(curate_app, name="curate")
 app.add_typer(review_app, name="review")
 app.add_typer(pairs_app, name="pairs")
 app.add_typer(train_app, name="train")
+app.add_typer(dpo_app, name="dpo")
 app.command("generate")(generate)
+app.command("merge")(merge)
 
 # (group, command or None for a top-level command, issue that builds it, what it will do)
 PLANNED: list[tuple[str, str | None, int, str]] = [
-    ("train", "sft", 8, "Tune-to-Balance LoRA fine-tuning"),
-    ("train", "dpo", 9, "Consis-DPO / Real-Fake DPO training"),
-    ("dpo", "pairs", 9, "generate and filter DPO preference pairs"),
-    ("merge", None, 8, "merge LoRAs with peft"),
     ("reproduce", None, 11, "rerun the paper's claims end to end on LibraWorld"),
 ]
 

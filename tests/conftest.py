@@ -40,3 +40,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     make_world(config, WORLD_N, root, seed=WORLD_SEED, workers=2)
     rows = read_manifest(root)
     return World(root=root, config=config, rows=rows, specs=plan_world(config, WORLD_N, seed=WORLD_SEED))
+
+
+@pytest.fixture(scope="session")
+def pairs_and_base(world: World, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A pairs build of 32 world clips and a saved tiny LibraWorld backbone (the SFT/DPO tests' base)."""
+    from libragen.pairs.build import build_pairs
+    from libragen.pairs.config import PairsConfig
+    from libragen.world.manifest import write_manifest
+    from tests.test_models import tiny_backbone
+
+    tmp = tmp_path_factory.mktemp("sft")
+    rows = [dict(row, path=str(world.root / row["path"])) for row in world.rows[:32]]
+    write_manifest(rows, tmp / "approved.parquet")
+    summary = build_pairs(tmp / "approved.parquet", tmp / "pairs", PairsConfig(embed_views=2))
+    tiny_backbone().save(tmp / "base")
+    return summary.out_dir, tmp / "base"

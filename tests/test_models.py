@@ -232,3 +232,19 @@ def test_euler_sampler_reaches_the_target_of_an_exact_velocity_field():
     target = torch.rand(1, 3, 4, 32, 32) * 2 - 1
     video = sample(ExactVelocity(target), ["anything"], steps=8, guidance=TextCFG(3.0))
     assert torch.allclose(video, target.transpose(1, 2), atol=1e-4)
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_gradient_checkpointing_gives_the_same_gradients(fraction):
+    grads = []
+    for checkpointing in (False, True):
+        backbone = tiny_backbone().train()
+        if checkpointing:
+            backbone.enable_gradient_checkpointing(fraction)
+        latents, t, text, refs = inputs(backbone)
+        backbone.predict_velocity(latents, t, text, refs).pow(2).mean().backward()
+        grads.append({n: p.grad.clone() for n, p in backbone.trainable.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
+    with pytest.raises(ValueError, match="fraction"):
+        tiny_backbone().enable_gradient_checkpointing(0.0)

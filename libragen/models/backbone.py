@@ -107,8 +107,8 @@ class Backbone(nn.Module, abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} does not support gradient checkpointing")
 
-    def save_lora(self, path: str | os.PathLike[str], lora_config: dict) -> None:
-        """Write the LoRA weights of ``trainable`` (peft keys, safetensors) and their config to ``path``."""
+    def save_lora(self, path: str | os.PathLike[str], lora_config: dict, adapter_name: str = "default") -> None:
+        """Write one LoRA adapter of ``trainable`` (peft keys, safetensors) and its config to ``path``."""
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
@@ -116,7 +116,8 @@ class Backbone(nn.Module, abc.ABC):
 
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self.trainable).items()}
+        state = get_peft_model_state_dict(self.trainable, adapter_name=adapter_name)
+        state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         if not state:
             raise ValueError("the backbone has no LoRA to save")
         with atomic_path(folder / "lora.safetensors") as tmp:
@@ -128,3 +129,10 @@ class Backbone(nn.Module, abc.ABC):
 
         ``dtype`` stores the weights in that type (float16 to ship); loading casts back to float32.
         """
+
+
+def spread_blocks(count: int, fraction: float) -> list[int]:
+    """Indices of ``fraction`` of ``count`` blocks, evenly spread (gradient checkpointing's choice)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    return [i for i in range(count) if int((i + 1) * fraction) > int(i * fraction)]

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from libragen.core.config import StrictModel
 from libragen.core.files import atomic_path
-from libragen.models.backbone import Backbone, References, TextBatch
+from libragen.models.backbone import Backbone, References, TextBatch, spread_blocks
 from libragen.models.mmdit import MMDiT, MMDiTConfig, ReferenceCache, TokenLayout
 from libragen.models.text import MINILM_DIM, shared_minilm
 
@@ -82,6 +82,9 @@ class LibraWorldBackbone(Backbone):
     # -- text, video, references --------------------------------------------------------------
     def encode_text(self, prompts: list[str]) -> TextBatch:
         return self._text_encoder(prompts).to(self.device)
+
+    def enable_gradient_checkpointing(self, fraction: float = 1.0) -> None:
+        self.transformer.checkpointed_blocks = set(spread_blocks(len(self.transformer.blocks), fraction))
 
     @property
     def device(self) -> torch.device:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from libragen.core.config import StrictModel
 from libragen.models.rope import apply_rope, grid_positions, rope_angles
@@ -44,6 +45,10 @@ class MMDiTConfig(StrictModel):
     one_way_refs: bool = True
     local_mixing: bool = True  # depthwise 3x3x3 conv at the image MLP's input: local structure from step 0
     rope_theta: float = 10000.0
+
+    def to_dict(self) -> dict:
+        """Plain-dict view, the form libraries that read ``model.config`` expect (peft's merging does)."""
+        return self.model_dump()
 
 
 @dataclass
@@ -207,6 +212,7 @@ class MMDiT(nn.Module):
     def __init__(self, config: MMDiTConfig) -> None:
         super().__init__()
         self.config = config
+        self.checkpointed_blocks: set[int] = set()  # blocks recomputed in backward (gradient checkpointing)
         dim = config.dim
         self.patch_in = nn.Linear(config.in_dim, dim)
         self.text_in = nn.Linear(config.text_dim, dim)
@@ -327,7 +333,12 @@ class MMDiT(nn.Module):
                 image_mod = torch.cat([image_mod, mods[i](ref_c)[:, None].expand(b, n_ref_tokens, -1)], 1)
             text_mod = block.text.modulation(video_c)[:, None]
             extra = (ref_cache.keys[i], ref_cache.values[i]) if ref_cache is not None else None
-            image, text_tokens = block(image, text_tokens, image_mod, text_mod, rope, mask, extra, grids)
+            if i in self.checkpointed_blocks and torch.is_grad_enabled():
+                image, text_tokens = checkpoint(
+                    block, image, text_tokens, image_mod, text_mod, rope, mask, extra, grids, use_reentrant=False
+                )
+            else:
+                image, text_tokens = block(image, text_tokens, image_mod, text_mod, rope, mask, extra, grids)
         shift, scale = self.out_modulation(video_c)[:, None].chunk(2, dim=-1)
         return self.patch_out(modulate(self.norm_out(image[:, :n_video]), shift, scale))
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from libragen.core.config import StrictModel
 from libragen.core.files import atomic_path
-from libragen.models.backbone import Backbone, References, TextBatch
+from libragen.models.backbone import Backbone, References, TextBatch, spread_blocks
 from libragen.models.wan_attention import install_reference_injection, state_aware_checkpointing
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -163,11 +163,8 @@ class WanBackbone(Backbone):
         return self.transformer.dtype
 
     def enable_gradient_checkpointing(self, fraction: float = 1.0) -> None:
-        if not 0 < fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         for name, model in self._experts.items():
-            n = len(model.blocks)
-            chosen = [model.blocks[i] for i in range(n) if int((i + 1) * fraction) > int(i * fraction)]
+            chosen = [model.blocks[i] for i in spread_blocks(len(model.blocks), fraction)]
             model.enable_gradient_checkpointing(state_aware_checkpointing(self._states[name], chosen))
 
     def encode_text(self, prompts: list[str]) -> TextBatch:
@@ -366,7 +363,7 @@ class WanBackbone(Backbone):
         with atomic_path(folder / "backbone.json") as tmp:
             tmp.write_text(json.dumps({"kind": self.kind, "config": self.config.model_dump(mode="json")}, indent=2))
 
-    def save_lora(self, path: str | os.PathLike[str], lora_config: dict) -> None:
+    def save_lora(self, path: str | os.PathLike[str], lora_config: dict, adapter_name: str = "default") -> None:
         """The trained LoRA in diffusers' Wan format: ``WanPipeline.load_lora_weights(path)`` loads it.
 
         Wan2.2's low-noise expert goes to ``path/transformer_2`` (load with ``load_into_transformer_2=True``).
@@ -376,7 +373,8 @@ class WanBackbone(Backbone):
 
         folder = Path(path)
         for name, model in self._experts.items():
-            state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+            state = get_peft_model_state_dict(model, adapter_name=adapter_name)
+            state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
             target = folder if name == "transformer" else folder / name
             WanPipeline.save_lora_weights(
                 target, transformer_lora_layers=state, transformer_lora_adapter_metadata=lora_config

@@ -1,4 +1,4 @@
-"""``libragen train``: pre-train the LibraWorld VGFM (SFT and DPO trainers join here)."""
+"""``libragen train``: VGFM pre-training, SFT LoRA fine-tuning (the DPO trainer joins here)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.console import Console
 
 from libragen.core.config import load_config
 
-train_app = typer.Typer(help="Training: VGFM pre-training (SFT and DPO follow).", no_args_is_help=True)
+train_app = typer.Typer(help="Training: VGFM pre-training, SFT LoRA fine-tuning (DPO follows).", no_args_is_help=True)
 
 
 @train_app.command("export")
@@ -43,3 +43,67 @@ def vgfm(
         f"trained {result.steps_done} steps (resumed from {result.resumed_from}) in {result.seconds / 60:.1f} min; "
         f"final loss {result.final_loss:.4f}; model: {out / 'final'}; loss curve: {out / 'loss.png'}"
     )
+
+
+@train_app.command("sft")
+def sft(
+    config: Annotated[Path, typer.Option(help="SFT YAML config (see configs/sft_in.yaml)")],
+    out: Annotated[Path, typer.Option(help="run folder; an existing run resumes from its last checkpoint")],
+    steps: Annotated[int | None, typer.Option(help="override loop.steps")] = None,
+) -> None:
+    """Fine-tune a LoRA on in-pair, cross-pair or mixed pairs (Tune-to-Balance); merge with `libragen merge`."""
+    from libragen.train.sft_trainer import SFTConfig, train_sft
+
+    cfg = load_config(SFTConfig, config)
+    if steps is not None:
+        cfg = cfg.model_copy(update={"loop": cfg.loop.model_copy(update={"steps": steps})})
+    console = Console(stderr=True)
+    result = train_sft(cfg, out, console)
+    console.print(
+        f"trained {result.steps_done} steps (resumed from {result.resumed_from}) in {result.seconds / 60:.1f} min; "
+        f"final loss {result.final_loss:.4f}; LoRA: {out / 'final'}; loss curve: {out / 'loss.png'}"
+    )
+
+
+@train_app.command("dpo")
+def dpo(
+    config: Annotated[Path, typer.Option(help="DPO YAML config (see configs/dpo_consis.yaml)")],
+    out: Annotated[Path, typer.Option(help="run folder; an existing run resumes from its last checkpoint")],
+    steps: Annotated[int | None, typer.Option(help="override loop.steps")] = None,
+) -> None:
+    """Flow-DPO LoRA training on preference pairs from `libragen dpo pairs` (Consis-DPO or Real-Fake DPO)."""
+    from libragen.train.dpo_trainer import DPOConfig, train_dpo
+
+    cfg = load_config(DPOConfig, config)
+    if steps is not None:
+        cfg = cfg.model_copy(update={"loop": cfg.loop.model_copy(update={"steps": steps})})
+    console = Console(stderr=True)
+    result = train_dpo(cfg, out, console)
+    console.print(
+        f"trained {result.steps_done} steps (resumed from {result.resumed_from}) in {result.seconds / 60:.1f} min; "
+        f"final loss {result.final_loss:.4f}; LoRA: {out / 'final'}; curves: {out / 'dpo_curves.png'}"
+    )
+
+
+dpo_app = typer.Typer(help="DPO preference data: Consis-DPO and Real-Fake DPO pairs.", no_args_is_help=True)
+
+
+@dpo_app.command("pairs")
+def dpo_pairs(
+    config: Annotated[Path, typer.Option(help="pairs YAML config (kind, data, count, offset, filter)")],
+    out: Annotated[Path, typer.Option(help="folder for pairs.jsonl and the videos; a rerun continues")],
+    model: Annotated[Path | None, typer.Option(help="base backbone (default: the shipped VGFM)")] = None,
+    lora: Annotated[Path | None, typer.Option(help="SFT LoRA baked in first (cross-pair for consis)")] = None,
+) -> None:
+    """Sample preference pairs, filter them by consistency gap; review with `libragen review import --mode pair`."""
+    from libragen.models import SHIPPED_VGFM
+    from libragen.train.dpo_pairs import DPOPairsConfig, make_dpo_pairs, read_pairs
+    from libragen.train.merge import load_fused
+
+    cfg = load_config(DPOPairsConfig, config)
+    console = Console(stderr=True)
+    backbone = load_fused(model or SHIPPED_VGFM, lora).eval()
+    table = make_dpo_pairs(backbone, cfg, out, console)
+    kept = len(read_pairs(table))
+    total = len(table.read_text().splitlines())
+    console.print(f"{table}: {total} pairs, {kept} kept by the filter")

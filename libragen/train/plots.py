@@ -1,4 +1,4 @@
-"""Plots of training runs: the loss curve (raw and smoothed) from a run's metrics.jsonl."""
+"""Plots of training runs from their metrics.jsonl: the loss curve, and any logged metrics (DPO rewards)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,41 @@ def plot_loss(metrics: str | os.PathLike[str], png: str | os.PathLike[str], titl
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return Path(png)
+
+
+def plot_metrics(
+    metrics: str | os.PathLike[str], keys: list[str], png: str | os.PathLike[str], title: str = "training"
+) -> Path:
+    """One panel per metric in ``keys`` (e.g. DPO reward accuracy and margin) against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in Path(metrics).read_text().splitlines() if line.strip()]
+    present = [k for k in keys if any(k in r for r in records)]
+    if not present:
+        raise ValueError(f"{metrics}: none of {keys} logged")
+    fig, axes = plt.subplots(1, len(present), figsize=(4.5 * len(present), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], present, strict=True):
+        rows = [r for r in records if key in r]
+        steps = np.array([r["step"] for r in rows])
+        values = np.array([r[key] for r in rows])
+        window = max(1, len(values) // 20)
+        ax.plot(steps, values, alpha=0.35, label=key)
+        if window > 1:
+            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1 :], smooth, label=f"mean of {window} logs")
+        ax.set_xlabel("step")
+        ax.set_title(key.replace("_", " "))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(png) as tmp:
         fig.savefig(tmp, dpi=120)

@@ -1,0 +1,184 @@
+"""``libragen train sft``: Tune-to-Balance LoRA fine-tuning on in-pair / cross-pair data.
+
+A LoRA (peft) on any backbone — the LibraWorld VGFM or a Wan folder — trained by the shared loop on
+``libragen pairs build`` outputs: in-pair only, cross-pair only, or a mixture (``cross_share``).
+Each step draws its samples from the step's generator (so a resumed run replays the same batches),
+decodes them at the backbone's size, and caches their video and reference latents in memory (a VAE
+is then run once per sample). Captions keep their Ref tags (``Ref 1[a red round creature] …``),
+the training-caption style rephrasing targets; text and references are dropped per sample so the
+guidance branches are trained. The run folder ends with ``final/`` — the LoRA (EMA weights when
+kept) in the backbone's LoRA format, ready for ``libragen merge`` — and ``loss.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from rich.console import Console
+
+from libragen.core.config import StrictModel, dump_config
+from libragen.core.files import atomic_path
+from libragen.infer.sampler import TextCFG, sample, to_uint8_frames
+from libragen.models.backbone import Backbone, References
+from libragen.pairs.dataset import PairsDataset
+from libragen.train.flow import TimestepConfig
+from libragen.train.loop import LoopConfig, LoopResult, TrainingLoop
+from libragen.train.lora import LoraSettings, add_lora
+from libragen.train.plots import plot_loss
+from libragen.train.sft import ConditionDropout, S2VBatch, sft_loss
+from libragen.train.vgfm import SamplingConfig
+from libragen.world.caption import plain_caption
+
+
+class SFTDataConfig(StrictModel):
+    """Which pairs builds to train on and how to mix in-pair and cross-pair samples."""
+
+    pairs: list[str] = Field(min_length=1)  # folders written by `libragen pairs build`
+    use: Literal["in", "cross", "mixed"] = "mixed"
+    cross_share: float | None = Field(None, ge=0, le=1)  # mixed only: share of cross-pair draws (None: as found)
+    captions: Literal["ref_tags", "plain"] = "ref_tags"
+
+
+class SFTConfig(StrictModel):
+    """An SFT run: base model, data, LoRA, condition dropout, timesteps, loop, interim samples."""
+
+    model: str | None = None  # backbone folder or diffusers Wan folder; default: the shipped VGFM
+    data: SFTDataConfig
+    batch_size: int = Field(8, ge=1)
+    lora: LoraSettings = LoraSettings()
+    dropout: ConditionDropout = ConditionDropout()
+    timesteps: TimestepConfig = TimestepConfig()
+    gradient_checkpointing: float = Field(0.0, ge=0, le=1)  # share of blocks recomputed in backward
+    loop: LoopConfig = LoopConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    sample_count: int = Field(2, ge=0)  # interim samples: the first N samples' references and captions
+
+
+class PairBank:
+    """Samples of one or more pairs builds, drawn by generator, with latents cached per sample."""
+
+    def __init__(self, config: SFTDataConfig, backbone: Backbone) -> None:
+        frames, height, width = backbone.video_size
+        types = {"in": ["in"], "cross": ["cross"], "mixed": None}[config.use]
+        self.datasets = [
+            PairsDataset(p, num_frames=frames, size=(width, height), fps=backbone.fps, pair_types=types)
+            for p in config.pairs
+        ]
+        self.index = [(d, i) for d, ds in enumerate(self.datasets) for i in range(len(ds))]
+        if not self.index:
+            raise ValueError(f"no {config.use} samples in {config.pairs}")
+        self.is_cross = np.array([self.datasets[d].rows[i]["pair_type"] == "cross" for d, i in self.index])
+        self.cross_share = config.cross_share if config.use == "mixed" else None
+        if self.cross_share is not None and 0 < self.cross_share < 1 and self.is_cross.all() | (~self.is_cross).all():
+            raise ValueError("cross_share mixes in- and cross-pair samples, but the data has only one kind")
+        self.plain = config.captions == "plain"
+        self.backbone = backbone
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, str]] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def draw(self, n: int, generator: torch.Generator) -> list[int]:
+        """``n`` sample positions; with ``cross_share``, each is cross-pair with that probability."""
+        if self.cross_share is None:
+            return torch.randint(len(self.index), (n,), generator=generator).tolist()
+        cross, inner = np.flatnonzero(self.is_cross), np.flatnonzero(~self.is_cross)
+        picks = []
+        for want_cross in (torch.rand(n, generator=generator) < self.cross_share).tolist():
+            pool = cross if (want_cross and len(cross)) or not len(inner) else inner
+            picks.append(int(pool[int(torch.randint(len(pool), (1,), generator=generator))]))
+        return picks
+
+    def item(self, position: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """(video latents, reference images (R, 3, S, S), caption) of one sample, cached."""
+        if position not in self._cache:
+            d, i = self.index[position]
+            sample = self.datasets[d][i]
+            with torch.no_grad():
+                latents = self.backbone.encode_video(sample["video"][None].to(self.backbone.device))[0].cpu()
+            caption = plain_caption(sample["caption"]) if self.plain else sample["caption"]
+            self._cache[position] = (latents, sample["refs"], caption)
+        return self._cache[position]
+
+    def batch(self, positions: list[int]) -> S2VBatch:
+        items = [self.item(p) for p in positions]
+        device = self.backbone.device
+        most = max(len(refs) for _, refs, _ in items)
+        size = items[0][1].shape[-2:]
+        images = torch.ones(len(items), most, 3, *size)  # padding: white, masked out
+        mask = torch.zeros(len(items), most, dtype=torch.bool)
+        for b, (_, refs, _) in enumerate(items):
+            images[b, : len(refs)], mask[b, : len(refs)] = refs, True
+        with torch.no_grad():
+            refs = self.backbone.encode_references(images.to(device), mask.to(device))
+        latents = torch.stack([lat for lat, _, _ in items]).to(device)
+        return S2VBatch(latents, [caption for _, _, caption in items], References(refs.latents, refs.mask))
+
+
+def sft_objective(bank: PairBank, config: SFTConfig):
+    def objective(backbone: Backbone, step: int, generator: torch.Generator):
+        batch = bank.batch(bank.draw(config.batch_size, generator))
+        return sft_loss(backbone, batch, generator, config.timesteps, config.dropout)
+
+    return objective
+
+
+def sft_samples(bank: PairBank, config: SFTConfig):
+    """Interim samples: the first samples' references and captions, text CFG."""
+    positions = list(range(min(config.sample_count, len(bank))))
+
+    def make(backbone: Backbone, step: int) -> dict[str, np.ndarray]:
+        if not positions:
+            return {}
+        batch = bank.batch(positions)
+        s = config.sampling
+        videos = sample(
+            backbone,
+            batch.prompts,
+            refs=batch.refs,
+            steps=s.steps,
+            guidance=TextCFG(s.guidance),
+            seed=positions,
+            shift=s.shift,
+        )
+        return {f"sample{p:02d}": v for p, v in zip(positions, to_uint8_frames(videos), strict=True)}
+
+    return make
+
+
+def train_sft(config: SFTConfig, run_dir: str | os.PathLike[str], console: Console | None = None) -> LoopResult:
+    """Train (or resume) an SFT LoRA into ``run_dir``; ``final/`` holds the LoRA, ``loss.png`` the curve."""
+    from libragen.models import SHIPPED_VGFM, load_backbone
+
+    console = console or Console(stderr=True)
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run / "config.yaml") as tmp:
+        tmp.write_text(dump_config(config))
+    if config.loop.threads:
+        torch.set_num_threads(config.loop.threads)
+    torch.manual_seed(config.loop.seed)
+    base = config.model or str(SHIPPED_VGFM)
+    backbone = load_backbone(base)
+    for param in backbone.trainable.parameters():
+        param.requires_grad_(False)
+    lora_config = add_lora(backbone, config.lora)
+    if config.gradient_checkpointing:
+        backbone.enable_gradient_checkpointing(config.gradient_checkpointing)
+    bank = PairBank(config.data, backbone)
+    kinds = int(bank.is_cross.sum())
+    console.print(f"SFT on {len(bank)} samples ({len(bank) - kinds} in-pair, {kinds} cross-pair) from {base}")
+    loop = TrainingLoop(backbone, sft_objective(bank, config), config.loop, run, sft_samples(bank, config), console)
+    result = loop.run()
+    if loop.is_main:
+        loop.swap_in_ema()
+        backbone.save_lora(run / "final", lora_config)
+        (run / "final" / "sft.json").write_text(json.dumps({"base": base, "config": config.model_dump(mode="json")}))
+        plot_loss(run / "metrics.jsonl", run / "loss.png")
+    return result
