@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -89,3 +90,20 @@ def test_timestep_sampling():
     u = sample_timesteps(10_000, TimestepConfig(sampling="uniform", shift=3.0), generator)
     assert u.mean() > 0.6  # shift > 1 moves mass toward noise
     assert torch.allclose(shift_timesteps(torch.tensor([0.0, 1.0]), 3.0), torch.tensor([0.0, 1.0]))
+
+
+def test_bf16_autocast_and_a_second_precision_in_one_process(tmp_path):
+    losses = {}
+    for precision in ("bf16", "no"):
+        backbone = tiny_backbone()
+        latents = torch.randn(2, *backbone.latent_shape)
+
+        def objective(model, step, generator, latents=latents):
+            return flow_matching_loss(model, latents, model.encode_text(PROMPTS), generator, TimestepConfig()), {}
+
+        config = LoopConfig(steps=2, warmup_steps=0, ema_decay=None, mixed_precision=precision, cpu=True)
+        loop = TrainingLoop(backbone, objective, config, tmp_path / precision)
+        assert loop.accelerator.mixed_precision == precision
+        losses[precision] = loop.run().losses
+    assert all(math.isfinite(v) for _, v in losses["bf16"])
+    assert losses["bf16"][0][1] == pytest.approx(losses["no"][0][1], rel=0.05)  # bf16 rounding only

@@ -78,6 +78,25 @@ def step_generator(seed: int, step: int, process: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step + process * 7_919_000_003) % (2**63 - 1))
 
 
+def make_accelerator(config: LoopConfig):  # -> accelerate.Accelerator
+    """accelerate's Accelerator for this run's precision and device.
+
+    accelerate keeps one process-wide state; a single process that trains twice with different
+    settings (a test suite, a reproduce run) gets that state reset, which is safe only without
+    distributed processes, so those keep the error.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    try:
+        return Accelerator(mixed_precision=config.mixed_precision, cpu=config.cpu)
+    except ValueError:
+        if PartialState().num_processes > 1:
+            raise
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(mixed_precision=config.mixed_precision, cpu=config.cpu)
+
+
 class TrainingLoop:
     """Runs ``objective`` for ``config.steps`` steps on the trainable parameters, writing into ``run_dir``."""
 
@@ -90,15 +109,13 @@ class TrainingLoop:
         sample_fn: SampleFn | None = None,
         console: Console | None = None,
     ) -> None:
-        from accelerate import Accelerator
-
         self.backbone = backbone
         self.objective = objective
         self.config = config
         self.run_dir = Path(run_dir)
         self.sample_fn = sample_fn
         self.console = console or Console(stderr=True)
-        self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=config.cpu)
+        self.accelerator = make_accelerator(config)
         self.is_main = self.accelerator.is_main_process
         backbone.to(self.accelerator.device)
         self.params = {n: p for n, p in backbone.trainable.named_parameters() if p.requires_grad}
