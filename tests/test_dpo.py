@@ -64,6 +64,13 @@ def test_review_verdicts_drop_pairs_people_reversed(pairs_and_base, tmp_path):
         app, ["dpo", "pairs", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "c"), "--model", str(base)]
     )
     rows = read_pairs(tmp_path / "c")
+    # the review app queues pairs.jsonl as it is
+    from libragen.review.config import ReviewConfig
+    from libragen.review.importer import import_pairs
+    from libragen.review.store import Store
+
+    summary = import_pairs(Store(tmp_path / "review.db"), tmp_path / "c" / "pairs.jsonl", ReviewConfig())
+    assert summary.rows == 2 and summary.added == 2
     verdicts = [
         {"pair_id": rows[0]["pair_id"], "human_verdict": "negative_better"},
         {"pair_id": rows[1]["pair_id"], "human_verdict": "positive_better"},

@@ -132,7 +132,11 @@ class Backbone(nn.Module, abc.ABC):
 
 
 def spread_blocks(count: int, fraction: float) -> list[int]:
-    """Indices of ``fraction`` of ``count`` blocks, evenly spread (gradient checkpointing's choice)."""
+    """Indices of ``fraction`` of ``count`` blocks, evenly spread from block 0 (gradient checkpointing's choice).
+
+    Early blocks first: backward reaches them last, when most stored activations are already freed,
+    so their recomputation does not land on the memory peak (the last block's would).
+    """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    return [i for i in range(count) if int((i + 1) * fraction) > int(i * fraction)]
+    return sorted({min(count - 1, int(k / fraction)) for k in range(max(1, round(count * fraction)))})

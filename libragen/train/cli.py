@@ -95,7 +95,7 @@ def dpo_pairs(
     model: Annotated[Path | None, typer.Option(help="base backbone (default: the shipped VGFM)")] = None,
     lora: Annotated[Path | None, typer.Option(help="SFT LoRA baked in first (cross-pair for consis)")] = None,
 ) -> None:
-    """Sample preference pairs, filter them by consistency gap; review with `libragen review import --mode pair`."""
+    """Sample preference pairs, filter them by consistency gap; review with `libragen review import-pairs`."""
     from libragen.models import SHIPPED_VGFM
     from libragen.train.dpo_pairs import DPOPairsConfig, make_dpo_pairs, read_pairs
     from libragen.train.merge import load_fused

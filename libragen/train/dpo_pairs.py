@@ -9,7 +9,7 @@
 Automatic filter: with the LibraWorld identity probe, a pair is kept when the winner's subject
 consistency beats the loser's by at least ``min_gap`` (without probes the filter is skipped with a
 notice). ``pairs.jsonl`` has one row per pair — ``pair_id``, ``positive``, ``negative``, ``prompt``
-(the review app's pair mode imports it as is: ``libragen review import --mode pair``), the reference
+(the review app imports it as is: ``libragen review import-pairs``), the reference
 images, the seed and offset, the scores, ``kept`` and the reason. A rerun skips pairs already written.
 """
 

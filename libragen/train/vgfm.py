@@ -34,7 +34,7 @@ from libragen.world.manifest import read_manifest
 class SamplingConfig(StrictModel):
     steps: int = Field(30, ge=1)
     guidance: float = Field(4.0, ge=0)
-    shift: float = Field(1.0, gt=0)
+    shift: float | None = Field(None, gt=0)  # None: the backbone's own (1 for LibraWorld, Wan's flow_shift)
 
 
 class VGFMConfig(StrictModel):
