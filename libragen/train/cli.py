@@ -13,6 +13,20 @@ from libragen.core.config import load_config
 train_app = typer.Typer(help="Training: VGFM pre-training, SFT LoRA fine-tuning (DPO follows).", no_args_is_help=True)
 
 
+def _with_steps(cfg, steps: int | None):
+    """The config with ``loop.steps`` overridden from the command line (if given)."""
+    if steps is None:
+        return cfg
+    return cfg.model_copy(update={"loop": cfg.loop.model_copy(update={"steps": steps})})
+
+
+def _report(console: Console, result, outputs: str) -> None:
+    console.print(
+        f"trained {result.steps_done} steps (resumed from {result.resumed_from}) in {result.seconds / 60:.1f} min; "
+        f"final loss {result.final_loss:.4f}; {outputs}"
+    )
+
+
 @train_app.command("export")
 def export(
     run: Annotated[Path, typer.Option(help="a VGFM run folder")],
@@ -35,14 +49,9 @@ def vgfm(
     from libragen.train.vgfm import VGFMConfig, train_vgfm
 
     cfg = load_config(VGFMConfig, config)
-    if steps is not None:
-        cfg = cfg.model_copy(update={"loop": cfg.loop.model_copy(update={"steps": steps})})
+    cfg = _with_steps(cfg, steps)
     console = Console(stderr=True)
-    result = train_vgfm(cfg, out, console)
-    console.print(
-        f"trained {result.steps_done} steps (resumed from {result.resumed_from}) in {result.seconds / 60:.1f} min; "
-        f"final loss {result.final_loss:.4f}; model: {out / 'final'}; loss curve: {out / 'loss.png'}"
-    )
+    _report(console, train_vgfm(cfg, out, console), f"model: {out / 'final'}; loss curve: {out / 'loss.png'}")
 
 
 @train_app.command("sft")
@@ -55,14 +64,9 @@ def sft(
     from libragen.train.sft_trainer import SFTConfig, train_sft
 
     cfg = load_config(SFTConfig, config)
-    if steps is not None:
-        cfg = cfg.model_copy(update={"loop": cfg.loop.model_copy(update={"steps": steps})})
+    cfg = _with_steps(cfg, steps)
     console = Console(stderr=True)
-    result = train_sft(cfg, out, console)
-    console.print(
-        f"trained {result.steps_done} steps (resumed from {result.resumed_from}) in {result.seconds / 60:.1f} min; "
-        f"final loss {result.final_loss:.4f}; LoRA: {out / 'final'}; loss curve: {out / 'loss.png'}"
-    )
+    _report(console, train_sft(cfg, out, console), f"LoRA: {out / 'final'}; loss curve: {out / 'loss.png'}")
 
 
 @train_app.command("dpo")
@@ -75,14 +79,9 @@ def dpo(
     from libragen.train.dpo_trainer import DPOConfig, train_dpo
 
     cfg = load_config(DPOConfig, config)
-    if steps is not None:
-        cfg = cfg.model_copy(update={"loop": cfg.loop.model_copy(update={"steps": steps})})
+    cfg = _with_steps(cfg, steps)
     console = Console(stderr=True)
-    result = train_dpo(cfg, out, console)
-    console.print(
-        f"trained {result.steps_done} steps (resumed from {result.resumed_from}) in {result.seconds / 60:.1f} min; "
-        f"final loss {result.final_loss:.4f}; LoRA: {out / 'final'}; curves: {out / 'dpo_curves.png'}"
-    )
+    _report(console, train_dpo(cfg, out, console), f"LoRA: {out / 'final'}; curves: {out / 'dpo_curves.png'}")
 
 
 dpo_app = typer.Typer(help="DPO preference data: Consis-DPO and Real-Fake DPO pairs.", no_args_is_help=True)

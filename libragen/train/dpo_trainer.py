@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,16 +20,16 @@ from PIL import Image
 from pydantic import Field
 from rich.console import Console
 
-from libragen.core.config import StrictModel, dump_config
-from libragen.core.files import atomic_path
+from libragen.core.config import StrictModel
 from libragen.core.video import read_video
 from libragen.models.backbone import Backbone
 from libragen.train.dpo import DPOSettings, PreferenceBatch, flow_dpo_loss
 from libragen.train.dpo_pairs import read_pairs
 from libragen.train.flow import TimestepConfig
-from libragen.train.loop import LoopConfig, LoopResult, TrainingLoop
-from libragen.train.lora import LoraSettings, add_lora
+from libragen.train.loop import LoopConfig, LoopResult, TrainingLoop, start_run
+from libragen.train.lora import LoraSettings, prepare_lora_training
 from libragen.train.plots import plot_loss, plot_metrics
+from libragen.train.sft import stack_references
 
 
 class DPODataConfig(StrictModel):
@@ -85,13 +84,7 @@ class PreferenceBank:
     def batch(self, positions: list[int]) -> PreferenceBatch:
         items = [self.item(p) for p in positions]
         device = self.backbone.device
-        most = max(len(refs) for _, _, refs in items)
-        images = torch.ones(len(items), most, 3, *items[0][2].shape[-2:])
-        mask = torch.zeros(len(items), most, dtype=torch.bool)
-        for b, (_, _, refs) in enumerate(items):
-            images[b, : len(refs)], mask[b, : len(refs)] = refs, True
-        with torch.no_grad():
-            refs = self.backbone.encode_references(images.to(device), mask.to(device))
+        refs = stack_references(self.backbone, [images for _, _, images in items])
         return PreferenceBatch(
             torch.stack([w for w, _, _ in items]).to(device),
             torch.stack([loser for _, loser, _ in items]).to(device),
@@ -114,20 +107,10 @@ def train_dpo(config: DPOConfig, run_dir: str | os.PathLike[str], console: Conso
     from libragen.train.merge import load_fused
 
     console = console or Console(stderr=True)
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run / "config.yaml") as tmp:
-        tmp.write_text(dump_config(config))
-    if config.loop.threads:
-        torch.set_num_threads(config.loop.threads)
-    torch.manual_seed(config.loop.seed)
+    run = start_run(config, config.loop, run_dir)
     base = config.model or str(SHIPPED_VGFM)
     backbone = load_fused(base, config.sft_lora)
-    for param in backbone.trainable.parameters():
-        param.requires_grad_(False)
-    lora_config = add_lora(backbone, config.lora)
-    if config.gradient_checkpointing:
-        backbone.enable_gradient_checkpointing(config.gradient_checkpointing)
+    lora_config = prepare_lora_training(backbone, config.lora, config.gradient_checkpointing)
     bank = PreferenceBank(config.data, backbone)
     console.print(f"DPO on {len(bank)} pairs from {base} + {config.sft_lora or 'no SFT LoRA'} (beta {config.dpo.beta})")
     loop = TrainingLoop(backbone, dpo_objective(bank, config), config.loop, run, None, console)

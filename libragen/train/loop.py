@@ -78,6 +78,21 @@ def step_generator(seed: int, step: int, process: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step + process * 7_919_000_003) % (2**63 - 1))
 
 
+def start_run(config: StrictModel, loop: LoopConfig, run_dir: str | Path) -> Path:
+    """Create the run folder, record the run's full config in it, set threads and the seed."""
+    from libragen.core.config import dump_config
+    from libragen.core.files import atomic_path
+
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run / "config.yaml") as tmp:
+        tmp.write_text(dump_config(config))
+    if loop.threads:
+        torch.set_num_threads(loop.threads)
+    torch.manual_seed(loop.seed)
+    return run
+
+
 def make_accelerator(config: LoopConfig):  # -> accelerate.Accelerator
     """accelerate's Accelerator for this run's precision and device.
 

@@ -47,6 +47,16 @@ def add_lora(backbone: Backbone, settings: LoraSettings, adapter_name: str = "de
     return config.to_dict()
 
 
+def prepare_lora_training(backbone: Backbone, settings: LoraSettings, checkpointing: float = 0.0) -> dict:
+    """Freeze the backbone, add a fresh LoRA, and optionally checkpoint that share of its blocks."""
+    for param in backbone.trainable.parameters():
+        param.requires_grad_(False)
+    config = add_lora(backbone, settings)
+    if checkpointing:
+        backbone.enable_gradient_checkpointing(checkpointing)
+    return config
+
+
 def lora_layers(module: nn.Module) -> list[nn.Module]:
     from peft.tuners.tuners_utils import BaseTunerLayer
 

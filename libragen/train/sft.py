@@ -33,6 +33,17 @@ class S2VBatch:
     refs: References | None = None
 
 
+def stack_references(backbone: Backbone, sets: list[torch.Tensor]) -> References:
+    """Reference image sets (each (R_i, 3, S, S) in [-1, 1]) -> one padded, masked, encoded batch."""
+    most = max(len(images) for images in sets)
+    images = torch.ones(len(sets), most, 3, *sets[0].shape[-2:])  # padding: white, masked out
+    mask = torch.zeros(len(sets), most, dtype=torch.bool)
+    for b, refs in enumerate(sets):
+        images[b, : len(refs)], mask[b, : len(refs)] = refs, True
+    with torch.no_grad():
+        return backbone.encode_references(images.to(backbone.device), mask.to(backbone.device))
+
+
 def drop_conditions(
     batch: S2VBatch, dropout: ConditionDropout, generator: torch.Generator
 ) -> tuple[list[str], References | None]:

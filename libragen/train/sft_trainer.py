@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -22,16 +21,15 @@ import torch
 from pydantic import Field
 from rich.console import Console
 
-from libragen.core.config import StrictModel, dump_config
-from libragen.core.files import atomic_path
+from libragen.core.config import StrictModel
 from libragen.infer.sampler import TextCFG, sample, to_uint8_frames
-from libragen.models.backbone import Backbone, References
+from libragen.models.backbone import Backbone
 from libragen.pairs.dataset import PairsDataset
 from libragen.train.flow import TimestepConfig
-from libragen.train.loop import LoopConfig, LoopResult, TrainingLoop
-from libragen.train.lora import LoraSettings, add_lora
+from libragen.train.loop import LoopConfig, LoopResult, TrainingLoop, start_run
+from libragen.train.lora import LoraSettings, prepare_lora_training
 from libragen.train.plots import plot_loss
-from libragen.train.sft import ConditionDropout, S2VBatch, sft_loss
+from libragen.train.sft import ConditionDropout, S2VBatch, sft_loss, stack_references
 from libragen.train.vgfm import SamplingConfig
 from libragen.world.caption import plain_caption
 
@@ -108,17 +106,9 @@ class PairBank:
 
     def batch(self, positions: list[int]) -> S2VBatch:
         items = [self.item(p) for p in positions]
-        device = self.backbone.device
-        most = max(len(refs) for _, refs, _ in items)
-        size = items[0][1].shape[-2:]
-        images = torch.ones(len(items), most, 3, *size)  # padding: white, masked out
-        mask = torch.zeros(len(items), most, dtype=torch.bool)
-        for b, (_, refs, _) in enumerate(items):
-            images[b, : len(refs)], mask[b, : len(refs)] = refs, True
-        with torch.no_grad():
-            refs = self.backbone.encode_references(images.to(device), mask.to(device))
-        latents = torch.stack([lat for lat, _, _ in items]).to(device)
-        return S2VBatch(latents, [caption for _, _, caption in items], References(refs.latents, refs.mask))
+        refs = stack_references(self.backbone, [images for _, images, _ in items])
+        latents = torch.stack([lat for lat, _, _ in items]).to(self.backbone.device)
+        return S2VBatch(latents, [caption for _, _, caption in items], refs)
 
 
 def sft_objective(bank: PairBank, config: SFTConfig):
@@ -157,20 +147,10 @@ def train_sft(config: SFTConfig, run_dir: str | os.PathLike[str], console: Conso
     from libragen.models import SHIPPED_VGFM, load_backbone
 
     console = console or Console(stderr=True)
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run / "config.yaml") as tmp:
-        tmp.write_text(dump_config(config))
-    if config.loop.threads:
-        torch.set_num_threads(config.loop.threads)
-    torch.manual_seed(config.loop.seed)
+    run = start_run(config, config.loop, run_dir)
     base = config.model or str(SHIPPED_VGFM)
     backbone = load_backbone(base)
-    for param in backbone.trainable.parameters():
-        param.requires_grad_(False)
-    lora_config = add_lora(backbone, config.lora)
-    if config.gradient_checkpointing:
-        backbone.enable_gradient_checkpointing(config.gradient_checkpointing)
+    lora_config = prepare_lora_training(backbone, config.lora, config.gradient_checkpointing)
     bank = PairBank(config.data, backbone)
     kinds = int(bank.is_cross.sum())
     console.print(f"SFT on {len(bank)} samples ({len(bank) - kinds} in-pair, {kinds} cross-pair) from {base}")

@@ -17,15 +17,14 @@ import torch
 from pydantic import Field
 from rich.console import Console
 
-from libragen.core.config import StrictModel, dump_config
-from libragen.core.files import atomic_path
+from libragen.core.config import StrictModel
 from libragen.core.progress import progress_bar
 from libragen.core.video import read_video
 from libragen.infer.sampler import TextCFG, sample, to_uint8_frames
 from libragen.models.backbone import Backbone
 from libragen.models.libraworld import LibraWorldBackbone, LibraWorldBackboneConfig
 from libragen.train.flow import TimestepConfig, flow_matching_loss
-from libragen.train.loop import LoopConfig, LoopResult, TrainingLoop
+from libragen.train.loop import LoopConfig, LoopResult, TrainingLoop, start_run
 from libragen.train.plots import plot_loss
 from libragen.world.caption import plain_caption
 from libragen.world.manifest import read_manifest
@@ -156,13 +155,7 @@ def export_checkpoint(
 def train_vgfm(config: VGFMConfig, run_dir: str | os.PathLike[str], console: Console | None = None) -> LoopResult:
     """Train (or resume) a VGFM into ``run_dir``; write ``final/`` (EMA weights) and ``loss.png``."""
     console = console or Console(stderr=True)
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run / "config.yaml") as tmp:
-        tmp.write_text(dump_config(config))
-    if config.loop.threads:
-        torch.set_num_threads(config.loop.threads)
-    torch.manual_seed(config.loop.seed)
+    run = start_run(config, config.loop, run_dir)
     backbone = LibraWorldBackbone(config.backbone)
     bank = ClipBank.from_worlds(config.data, backbone.video_size, config.max_clips, console)
     console.print(f"{len(bank.captions)} clips; encoding {len(set(bank.captions))} captions with MiniLM")
