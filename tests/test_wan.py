@@ -400,3 +400,12 @@ def test_bfloat16_and_offload_paths_run(wan_dir):
         out = half.predict_velocity(latents, t, half_text, half_refs)
     assert out.dtype == torch.float32
     assert (out - expected).abs().mean() < 0.05 * expected.abs().mean()  # bf16 rounding only
+
+
+def test_module_to_places_the_encoders_too(wan_dir):
+    backbone = backbone_at(wan_dir)
+    moved = backbone.to("meta")
+    assert moved is backbone and backbone.device.type == "meta"
+    assert next(backbone.pipeline.vae.parameters()).device.type == "meta"
+    offloaded = backbone_at(wan_dir, offload=True).to("meta")
+    assert next(offloaded.pipeline.text_encoder.parameters()).device.type == "cpu"  # offload keeps them on the CPU

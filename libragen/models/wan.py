@@ -139,6 +139,14 @@ class WanBackbone(Backbone):
                 module.to(encoders_device)
         return self
 
+    def to(self, *args, **kwargs) -> WanBackbone:  # type: ignore[override]
+        """``nn.Module.to`` that also places the text encoder and VAE (by ``config.offload``) on a device move."""
+        super().to(*args, **kwargs)
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
+        if device is not None:
+            self.to_device(device)
+        return self
+
     @contextlib.contextmanager
     def _visiting(self, module: nn.Module) -> Iterator[nn.Module]:
         """With offload, move ``module`` to the transformer's device for one call and back to the CPU."""
