@@ -52,9 +52,14 @@ def test_consis_and_realfake_pairs(pairs_and_base, tmp_path):
             assert positive.shape == negative.shape and not (positive == negative).all()
         else:  # the positive is the real clip of the pairs build
             assert all("clips" in r["positive"] or r["positive"].endswith(".mp4") for r in rows)
-        # rerun: nothing is redone, nothing duplicated
+        # rerun: nothing is redone, nothing duplicated; a line torn by a kill is redone
         assert runner.invoke(app, args).exit_code == 0
         assert len((out / "pairs.jsonl").read_text().splitlines()) == 3
+        lines = (out / "pairs.jsonl").read_text().splitlines()
+        (out / "pairs.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:25])
+        assert runner.invoke(app, args).exit_code == 0
+        again = [json.loads(x) for x in (out / "pairs.jsonl").read_text().splitlines()]
+        assert sorted(r["pair_id"] for r in again) == sorted(r["pair_id"] for r in rows)
 
 
 def test_review_verdicts_drop_pairs_people_reversed(pairs_and_base, tmp_path):

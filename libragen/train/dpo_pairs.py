@@ -26,6 +26,7 @@ from pydantic import Field
 from rich.console import Console
 
 from libragen.core.config import StrictModel
+from libragen.core.files import atomic_path
 from libragen.core.progress import progress_bar
 from libragen.core.video import read_video, write_video
 from libragen.infer.sampler import TextCFG, sample, to_uint8_frames
@@ -63,7 +64,7 @@ def make_dpo_pairs(
     root = Path(out)
     (root / "videos").mkdir(parents=True, exist_ok=True)
     table = root / PAIRS_FILE
-    done = {json.loads(line)["pair_id"] for line in table.read_text().splitlines()} if table.is_file() else set()
+    done = {row["pair_id"] for row in _intact_rows(table)}
     bank = PairBank(config.data, backbone)
     generator = torch.Generator().manual_seed(config.seed)
     positions = bank.draw(config.count, generator)
@@ -117,6 +118,23 @@ def make_dpo_pairs(
                 sink.flush()
             progress.update(task, advance=len(chunk))
     return table
+
+
+def _intact_rows(table: Path) -> list[dict]:
+    """Rows of a pairs.jsonl; a line cut short by a killed run is dropped from the file (it will be redone)."""
+    if not table.is_file():
+        return []
+    rows, lines, torn = [], [], False
+    for line in table.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+            lines.append(line)
+        except json.JSONDecodeError:
+            torn = True
+    if torn:
+        with atomic_path(table) as tmp:
+            tmp.write_text("".join(line + "\n" for line in lines))
+    return rows
 
 
 def _load_identity_probe(console: Console):
