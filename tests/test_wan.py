@@ -386,6 +386,11 @@ def test_save_round_trip_and_generate_cli_on_a_wan_folder(wan_dir, tmp_path):
     assert result.exit_code == 0, result.output
     video = read_video(tmp_path / "v" / "video000.mp4")
     assert video.shape[:3] == (5, 32, 48)
+    dynamic = ["--ref", str(tmp_path / "ref.png"), "--steps", "2", "--ref-scale", "interval:3:0.5:1", "--text-scale"]
+    result = CliRunner().invoke(app, [*args, *dynamic, "0:4,1:6"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, [*args, *dynamic, "0:4,1"])
+    assert result.exit_code == 2 and "t:scale" in " ".join(result.output.replace("│", " ").split())
 
 
 def test_bfloat16_and_offload_paths_run(wan_dir):

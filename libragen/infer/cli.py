@@ -22,6 +22,13 @@ def generate(
     guidance: Annotated[float, typer.Option(min=0.0, help="text CFG scale (0: no guidance)")] = 4.0,
     seed: Annotated[int, typer.Option(help="seed of the first video; video k uses seed + k")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 … (default: cuda when present)")] = "auto",
+    ref_scale: Annotated[
+        str | None,
+        typer.Option(help="reference guidance schedule over t (1=noise): 5, linear:7.5:3, interval:5:0.4:1, 0:7.5,1:3"),
+    ] = None,
+    text_scale: Annotated[
+        str | None, typer.Option(help="text guidance schedule (same forms); with --ref-scale: three-branch CFG")
+    ] = None,
 ) -> None:
     """Generate one video per prompt with the Euler flow sampler and text CFG.
 
@@ -53,6 +60,15 @@ def generate(
         tensor = (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0).to(backbone.device)
         refs = backbone.encode_references(tensor[None].expand(len(prompt), -1, -1, -1, -1))
     guide = TextCFG(guidance) if guidance > 0 else Guidance()
+    if ref_scale is not None or text_scale is not None:
+        from libragen.infer.guidance import DynamicCFG, ScheduleError, parse_schedule
+
+        try:
+            ref_schedule = parse_schedule(ref_scale if ref_scale is not None else "1")
+            text_schedule = parse_schedule(text_scale if text_scale is not None else str(guidance))
+        except ScheduleError as error:
+            raise typer.BadParameter(str(error), param_hint="--ref-scale / --text-scale") from None
+        guide = DynamicCFG(ref_schedule, text_schedule)
     with console.status(f"sampling {len(prompt)} video(s), {steps} steps"):
         videos = sample(
             backbone, list(prompt), refs=refs, steps=steps, guidance=guide, seed=[seed + k for k in range(len(prompt))]

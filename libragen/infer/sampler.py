@@ -26,6 +26,10 @@ class Guidance:
 
     branches: tuple[Branch, ...] = ((True, True),)
 
+    def branches_at(self, t: float) -> tuple[Branch, ...]:
+        """The branches :meth:`combine` needs at ``t`` (time-dependent guidance may skip some)."""
+        return self.branches
+
     def combine(self, t: float, velocities: dict[Branch, torch.Tensor]) -> torch.Tensor:
         return velocities[(True, True)]
 
@@ -58,12 +62,14 @@ def sample(
     ref_offset: tuple[float, float, float] = (0.0, 0.0, 0.0),
     noise: torch.Tensor | None = None,
     on_step: Callable[[int], None] | None = None,
+    batch_branches: bool = True,
 ) -> torch.Tensor:
     """Generate videos (B, T, 3, H, W) in [-1, 1] for ``prompts``.
 
     ``shift`` defaults to ``backbone.sampling_shift``. ``seed`` is one seed for the batch or one per
     prompt (a prompt's video then does not depend on what it is batched with); ``noise`` overrides both
-    (Consis-DPO reuses one noise for two runs).
+    (Consis-DPO reuses one noise for two runs). Each step runs only the branches the guidance needs at
+    that t, all in one forward (``batch_branches``; off: one forward per branch, the naive loop).
     """
     guidance = guidance or Guidance()
     device = backbone.device
@@ -76,29 +82,83 @@ def sample(
         noise = torch.stack([torch.randn(shape[1:], generator=torch.Generator().manual_seed(s)) for s in seeds])
     x = noise.to(device)
     texts = {True: backbone.encode_text(prompts), False: backbone.encode_text([""] * b)}
-    cache = backbone.reference_cache(refs, ref_offset) if refs is not None else None
     scheduler = FlowMatchEulerDiscreteScheduler(shift=backbone.sampling_shift if shift is None else shift)
     scheduler.set_timesteps(steps, device=device)
-    branches = guidance.branches
+    caches: dict[tuple[Branch, ...], object | None] = {}
     for i, timestep in enumerate(scheduler.timesteps):
         t = scheduler.sigmas[i].item()
-        velocities = {}
-        for branch in branches:
-            use_text, use_refs = branch
-            text: TextBatch = texts[use_text]
-            branch_refs = refs if use_refs else None
-            velocities[branch] = backbone.predict_velocity(
-                x,
-                torch.full((b,), t, device=device),
-                text,
-                branch_refs,
-                ref_offset=ref_offset,
-                ref_cache=cache if use_refs and cache is not None else None,
-            )
+        branches = guidance.branches_at(t)
+        if batch_branches:
+            if branches not in caches:
+                caches[branches] = _branch_cache(backbone, branches, refs, ref_offset)
+            velocities = _batched_velocities(backbone, x, t, branches, texts, refs, ref_offset, caches[branches])
+        else:
+            if () not in caches:
+                caches[()] = backbone.reference_cache(refs, ref_offset) if refs is not None else None
+            velocities = {
+                branch: backbone.predict_velocity(
+                    x,
+                    torch.full((b,), t, device=device),
+                    texts[branch[0]],
+                    refs if branch[1] else None,
+                    ref_offset=ref_offset,
+                    ref_cache=caches[()] if branch[1] else None,
+                )
+                for branch in branches
+            }
         x = scheduler.step(guidance.combine(t, velocities), timestep, x).prev_sample
         if on_step is not None:
             on_step(i + 1)
     return backbone.decode_video(x)
+
+
+def _stacked_text(parts: list[TextBatch]) -> TextBatch:
+    """Text batches of possibly different lengths -> one batch, padded (mask False) to the longest."""
+    longest = max(p.tokens.shape[1] for p in parts)
+    tokens, masks = [], []
+    for part in parts:
+        pad = longest - part.tokens.shape[1]
+        tokens.append(torch.nn.functional.pad(part.tokens, (0, 0, 0, pad)))
+        masks.append(torch.nn.functional.pad(part.mask, (0, pad), value=False))
+    return TextBatch(torch.cat(tokens), torch.cat(masks))
+
+
+def _stacked_refs(branches: tuple[Branch, ...], refs: References | None) -> References | None:
+    """References repeated per branch; branches without references get them masked out."""
+    if refs is None:
+        return None
+    masks = [refs.mask if use_refs else torch.zeros_like(refs.mask) for _, use_refs in branches]
+    return References(torch.cat([refs.latents] * len(branches)), torch.cat(masks))
+
+
+def _branch_cache(backbone: Backbone, branches, refs: References | None, ref_offset) -> object | None:
+    stacked = _stacked_refs(branches, refs)
+    return backbone.reference_cache(stacked, ref_offset) if stacked is not None else None
+
+
+def _batched_velocities(
+    backbone: Backbone,
+    x: torch.Tensor,
+    t: float,
+    branches: tuple[Branch, ...],
+    texts: dict[bool, TextBatch],
+    refs: References | None,
+    ref_offset: tuple[float, float, float],
+    cache: object | None,
+) -> dict[Branch, torch.Tensor]:
+    """Every branch's velocity from one forward over the branches stacked along the batch."""
+    n, b = len(branches), x.shape[0]
+    text = _stacked_text([texts[use_text] for use_text, _ in branches])
+    stacked = _stacked_refs(branches, refs)
+    out = backbone.predict_velocity(
+        torch.cat([x] * n),
+        torch.full((n * b,), t, device=x.device),
+        text,
+        None if cache is not None else stacked,
+        ref_offset=ref_offset,
+        ref_cache=cache,
+    )
+    return dict(zip(branches, out.split(b), strict=True))
 
 
 def to_uint8_frames(video: torch.Tensor) -> list:
