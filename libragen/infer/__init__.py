@@ -1,1 +1,4 @@
-"""Inference (issue #10): prompt rephrasing, dynamic CFG sampling, CLI, Python API, demo. Not built yet."""
+"""Inference: the Euler flow sampler with batched guidance branches, time-dependent three-branch CFG, the CLI.
+
+Prompt rephrasing, the Python pipeline API and the web demo are issue #10's remaining work.
+"""

@@ -1,1 +1,1 @@
-"""Trainers (issues #4, #8, #9): rectified-flow pre-training, LoRA SFT, Flow-DPO, LoRA merging. Not built yet."""
+"""Trainers: the shared rectified-flow loop, VGFM pre-training, LoRA SFT and merging, Flow-DPO and its pairs."""
