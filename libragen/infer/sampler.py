@@ -84,14 +84,14 @@ def sample(
     texts = {True: backbone.encode_text(prompts), False: backbone.encode_text([""] * b)}
     scheduler = FlowMatchEulerDiscreteScheduler(shift=backbone.sampling_shift if shift is None else shift)
     scheduler.set_timesteps(steps, device=device)
-    caches: dict[tuple[Branch, ...], object | None] = {}
+    caches: dict[tuple[Branch, ...], object] = {}
     for i, timestep in enumerate(scheduler.timesteps):
         t = scheduler.sigmas[i].item()
         branches = guidance.branches_at(t)
         if batch_branches:
-            if branches not in caches:
-                caches[branches] = _branch_cache(backbone, branches, refs, ref_offset)
-            velocities = _batched_velocities(backbone, x, t, branches, texts, refs, ref_offset, caches[branches])
+            if branches not in caches:  # stacked inputs and reference cache, once per branch set
+                caches[branches] = _branch_inputs(backbone, branches, texts, refs, ref_offset)
+            velocities = _batched_velocities(backbone, x, t, branches, ref_offset, caches[branches])
         else:
             if () not in caches:
                 caches[()] = backbone.reference_cache(refs, ref_offset) if refs is not None else None
@@ -131,9 +131,25 @@ def _stacked_refs(branches: tuple[Branch, ...], refs: References | None) -> Refe
     return References(torch.cat([refs.latents] * len(branches)), torch.cat(masks))
 
 
-def _branch_cache(backbone: Backbone, branches, refs: References | None, ref_offset) -> object | None:
+@dataclass
+class _BranchInputs:
+    """The conditions of a set of branches stacked along the batch, with their reference cache."""
+
+    text: TextBatch
+    refs: References | None
+    ref_cache: object | None
+
+
+def _branch_inputs(
+    backbone: Backbone,
+    branches: tuple[Branch, ...],
+    texts: dict[bool, TextBatch],
+    refs: References | None,
+    ref_offset: tuple[float, float, float],
+) -> _BranchInputs:
     stacked = _stacked_refs(branches, refs)
-    return backbone.reference_cache(stacked, ref_offset) if stacked is not None else None
+    cache = backbone.reference_cache(stacked, ref_offset) if stacked is not None else None
+    return _BranchInputs(_stacked_text([texts[use_text] for use_text, _ in branches]), stacked, cache)
 
 
 def _batched_velocities(
@@ -141,22 +157,18 @@ def _batched_velocities(
     x: torch.Tensor,
     t: float,
     branches: tuple[Branch, ...],
-    texts: dict[bool, TextBatch],
-    refs: References | None,
     ref_offset: tuple[float, float, float],
-    cache: object | None,
+    inputs: _BranchInputs,
 ) -> dict[Branch, torch.Tensor]:
     """Every branch's velocity from one forward over the branches stacked along the batch."""
     n, b = len(branches), x.shape[0]
-    text = _stacked_text([texts[use_text] for use_text, _ in branches])
-    stacked = _stacked_refs(branches, refs)
     out = backbone.predict_velocity(
         torch.cat([x] * n),
         torch.full((n * b,), t, device=x.device),
-        text,
-        None if cache is not None else stacked,
+        inputs.text,
+        None if inputs.ref_cache is not None else inputs.refs,
         ref_offset=ref_offset,
-        ref_cache=cache,
+        ref_cache=inputs.ref_cache,
     )
     return dict(zip(branches, out.split(b), strict=True))
 

@@ -29,7 +29,7 @@ from libragen.train.flow import TimestepConfig
 from libragen.train.loop import LoopConfig, LoopResult, TrainingLoop, start_run
 from libragen.train.lora import LoraSettings, prepare_lora_training
 from libragen.train.plots import plot_loss, plot_metrics
-from libragen.train.sft import stack_references
+from libragen.train.sft import encode_reference_set, stack_reference_latents
 
 
 class DPODataConfig(StrictModel):
@@ -74,22 +74,26 @@ class PreferenceBank:
             return self.backbone.encode_video(tensor[None].to(self.backbone.device))[0].cpu()
 
     def item(self, position: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(winner latents, loser latents, reference latents) of one pair, cached."""
         if position not in self._cache:
             row = self.rows[position]
             images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in row["refs"]])
             refs = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-            self._cache[position] = (self._latents(row["positive"]), self._latents(row["negative"]), refs)
+            self._cache[position] = (
+                self._latents(row["positive"]),
+                self._latents(row["negative"]),
+                encode_reference_set(self.backbone, refs),
+            )
         return self._cache[position]
 
     def batch(self, positions: list[int]) -> PreferenceBatch:
         items = [self.item(p) for p in positions]
         device = self.backbone.device
-        refs = stack_references(self.backbone, [images for _, _, images in items])
         return PreferenceBatch(
-            torch.stack([w for w, _, _ in items]).to(device),
+            torch.stack([winner for winner, _, _ in items]).to(device),
             torch.stack([loser for _, loser, _ in items]).to(device),
             [self.rows[p]["prompt"] for p in positions],
-            refs,
+            stack_reference_latents(self.backbone, [refs for _, _, refs in items]),
         )
 
 

@@ -33,15 +33,20 @@ class S2VBatch:
     refs: References | None = None
 
 
-def stack_references(backbone: Backbone, sets: list[torch.Tensor]) -> References:
-    """Reference image sets (each (R_i, 3, S, S) in [-1, 1]) -> one padded, masked, encoded batch."""
-    most = max(len(images) for images in sets)
-    images = torch.ones(len(sets), most, 3, *sets[0].shape[-2:])  # padding: white, masked out
-    mask = torch.zeros(len(sets), most, dtype=torch.bool)
-    for b, refs in enumerate(sets):
-        images[b, : len(refs)], mask[b, : len(refs)] = refs, True
+def encode_reference_set(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
+    """One sample's reference images (R, 3, S, S) in [-1, 1] -> their latents (R, …) on the CPU (to cache)."""
     with torch.no_grad():
-        return backbone.encode_references(images.to(backbone.device), mask.to(backbone.device))
+        return backbone.encode_references(images[None].to(backbone.device)).latents[0].cpu()
+
+
+def stack_reference_latents(backbone: Backbone, sets: list[torch.Tensor]) -> References:
+    """Per-sample reference latents (R_i, …) -> one batch, zero-padded to the largest R and masked."""
+    most = max(len(latents) for latents in sets)
+    stacked = torch.zeros(len(sets), most, *sets[0].shape[1:])
+    mask = torch.zeros(len(sets), most, dtype=torch.bool)
+    for b, latents in enumerate(sets):
+        stacked[b, : len(latents)], mask[b, : len(latents)] = latents, True
+    return References(stacked.to(backbone.device), mask.to(backbone.device))
 
 
 def drop_conditions(

@@ -4,7 +4,7 @@ A LoRA (peft) on any backbone — the LibraWorld VGFM or a Wan folder — traine
 ``libragen pairs build`` outputs: in-pair only, cross-pair only, or a mixture (``cross_share``).
 Each step draws its samples from the step's generator (so a resumed run replays the same batches),
 decodes them at the backbone's size, and caches their video and reference latents in memory (a VAE
-is then run once per sample). Captions keep their Ref tags (``Ref 1[a red round creature] …``),
+runs once per sample, not once per step). Captions keep their Ref tags (``Ref 1[a red round creature] …``),
 the training-caption style rephrasing targets; text and references are dropped per sample so the
 guidance branches are trained. The run folder ends with ``final/`` — the LoRA (EMA weights when
 kept) in the backbone's LoRA format, ready for ``libragen merge`` — and ``loss.png``.
@@ -29,7 +29,13 @@ from libragen.train.flow import TimestepConfig
 from libragen.train.loop import LoopConfig, LoopResult, TrainingLoop, start_run
 from libragen.train.lora import LoraSettings, prepare_lora_training
 from libragen.train.plots import plot_loss
-from libragen.train.sft import ConditionDropout, S2VBatch, sft_loss, stack_references
+from libragen.train.sft import (
+    ConditionDropout,
+    S2VBatch,
+    encode_reference_set,
+    sft_loss,
+    stack_reference_latents,
+)
 from libragen.train.vgfm import SamplingConfig
 from libragen.world.caption import plain_caption
 
@@ -77,7 +83,7 @@ class PairBank:
             raise ValueError("cross_share mixes in- and cross-pair samples, but the data has only one kind")
         self.plain = config.captions == "plain"
         self.backbone = backbone
-        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, str]] = {}
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, str, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.index)
@@ -93,22 +99,23 @@ class PairBank:
             picks.append(int(pool[int(torch.randint(len(pool), (1,), generator=generator))]))
         return picks
 
-    def item(self, position: int) -> tuple[torch.Tensor, torch.Tensor, str]:
-        """(video latents, reference images (R, 3, S, S), caption) of one sample, cached."""
+    def item(self, position: int) -> tuple[torch.Tensor, torch.Tensor, str, torch.Tensor]:
+        """(video latents, reference images (R, 3, S, S), caption, reference latents) of one sample, cached."""
         if position not in self._cache:
             d, i = self.index[position]
             sample = self.datasets[d][i]
             with torch.no_grad():
                 latents = self.backbone.encode_video(sample["video"][None].to(self.backbone.device))[0].cpu()
             caption = plain_caption(sample["caption"]) if self.plain else sample["caption"]
-            self._cache[position] = (latents, sample["refs"], caption)
+            refs = encode_reference_set(self.backbone, sample["refs"])
+            self._cache[position] = (latents, sample["refs"], caption, refs)
         return self._cache[position]
 
     def batch(self, positions: list[int]) -> S2VBatch:
         items = [self.item(p) for p in positions]
-        refs = stack_references(self.backbone, [images for _, images, _ in items])
-        latents = torch.stack([lat for lat, _, _ in items]).to(self.backbone.device)
-        return S2VBatch(latents, [caption for _, _, caption in items], refs)
+        refs = stack_reference_latents(self.backbone, [item[3] for item in items])
+        latents = torch.stack([item[0] for item in items]).to(self.backbone.device)
+        return S2VBatch(latents, [item[2] for item in items], refs)
 
 
 def sft_objective(bank: PairBank, config: SFTConfig):
