@@ -1,0 +1,119 @@
+"""The Python API, diffusers style: ``LibraGenPipeline.from_pretrained(path)(prompt, references=[…])``.
+
+Wraps any saved backbone (or a local diffusers Wan folder) with reference preparation, guidance and the
+sampler, and returns uint8 frames. Bad input raises :class:`InvalidInput` (a ValueError) with a message
+that says what to fix; ``libragen generate`` is a thin layer over this class.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from libragen.core.refs import prepare_reference
+from libragen.infer.guidance import DynamicCFG, ScheduleError, parse_schedule
+from libragen.infer.sampler import Guidance, TextCFG, sample, to_uint8_frames
+from libragen.models.backbone import Backbone, References
+
+MAX_REFERENCES = 4
+ImageLike = str | os.PathLike[str] | Image.Image | np.ndarray
+
+
+class InvalidInput(ValueError):
+    """A request the pipeline cannot run, with what to fix."""
+
+
+@dataclass
+class PipelineOutput:
+    frames: list[np.ndarray]  # per prompt: (T, H, W, 3) uint8
+    prompts: list[str]
+    fps: float
+
+
+def load_image(image: ImageLike) -> np.ndarray:
+    """A reference as an RGB uint8 array; missing or unreadable files raise :class:`InvalidInput`."""
+    if isinstance(image, np.ndarray):
+        return image
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    path = Path(image)
+    if not path.is_file():
+        raise InvalidInput(f"{path}: no such image")
+    try:
+        with Image.open(path) as opened:
+            return np.asarray(opened.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise InvalidInput(f"{path}: not a readable image ({type(error).__name__})") from None
+
+
+def make_guidance(guidance_scale: float, ref_scale: str | None = None, text_scale: str | None = None) -> Guidance:
+    """Text CFG at ``guidance_scale``; with a reference or text schedule, the three-branch time-dependent CFG."""
+    if ref_scale is None and text_scale is None:
+        return TextCFG(guidance_scale) if guidance_scale > 0 else Guidance()
+    try:
+        return DynamicCFG(
+            parse_schedule(ref_scale if ref_scale is not None else "1"),
+            parse_schedule(text_scale if text_scale is not None else str(guidance_scale)),
+        )
+    except ScheduleError as error:
+        raise InvalidInput(str(error)) from None
+
+
+class LibraGenPipeline:
+    """Subject-to-video generation from prompts and 0–4 reference images on one backbone."""
+
+    def __init__(self, backbone: Backbone) -> None:
+        self.backbone = backbone.eval()
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike[str] | None = None, device: str = "auto") -> LibraGenPipeline:
+        """A saved backbone folder or a local diffusers Wan folder (default: the shipped LibraWorld VGFM)."""
+        from libragen.models import SHIPPED_VGFM, load_backbone
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return cls(load_backbone(path or SHIPPED_VGFM, device=device))
+
+    def prepare_references(self, images: Sequence[ImageLike], batch: int) -> References:
+        if len(images) > MAX_REFERENCES:
+            raise InvalidInput(f"{len(images)} reference images given; at most {MAX_REFERENCES}")
+        size = self.backbone.video_size[-1]
+        prepared = np.stack([prepare_reference(load_image(image), size=size) for image in images])
+        tensor = torch.from_numpy(prepared).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        with torch.no_grad():
+            return self.backbone.encode_references(tensor[None].expand(batch, -1, -1, -1, -1).to(self.backbone.device))
+
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        references: Sequence[ImageLike] | None = None,
+        *,
+        num_inference_steps: int = 30,
+        guidance_scale: float = 4.0,
+        ref_scale: str | None = None,
+        text_scale: str | None = None,
+        seed: int = 0,
+    ) -> PipelineOutput:
+        """One video per prompt (the same references for all); video k uses seed + k."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts or any(not p.strip() for p in prompts):
+            raise InvalidInput("empty prompt: describe the video to generate")
+        if num_inference_steps <= 0:
+            raise InvalidInput(f"steps must be positive, got {num_inference_steps}")
+        guidance = make_guidance(guidance_scale, ref_scale, text_scale)
+        refs = self.prepare_references(references, len(prompts)) if references else None
+        videos = sample(
+            self.backbone,
+            prompts,
+            refs=refs,
+            steps=num_inference_steps,
+            guidance=guidance,
+            seed=[seed + k for k in range(len(prompts))],
+        )
+        return PipelineOutput(to_uint8_frames(videos), prompts, self.backbone.fps)
