@@ -414,3 +414,21 @@ def test_module_to_places_the_encoders_too(wan_dir):
     assert next(backbone.pipeline.vae.parameters()).device.type == "meta"
     offloaded = backbone_at(wan_dir, offload=True).to("meta")
     assert next(offloaded.pipeline.text_encoder.parameters()).device.type == "cpu"  # offload keeps them on the CPU
+
+
+def test_diffusers_format_loras_merge_and_fuse(wan_dir, tmp_path):
+    from libragen.train.merge import load_fused, merge_loras
+
+    backbone = backbone_at(wan_dir)
+    config = add_lora(backbone, LoraSettings(rank=4, alpha=8))
+    randomise_lora(backbone.trainable)
+    backbone.save_lora(tmp_path / "lora", config)
+    latents, t, text, refs = inputs(backbone)
+    with torch.no_grad():
+        expected = backbone.predict_velocity(latents, t, text, refs)
+        backbone_at(wan_dir).save(tmp_path / "base")  # a folder whose backbone.json keeps the test size
+        fused = load_fused(tmp_path / "base", tmp_path / "lora").eval()
+        assert torch.allclose(fused.predict_velocity(latents, t, text, refs), expected, atol=1e-5)
+        merged = backbone_at(wan_dir)
+        merge_loras(merged, [(tmp_path / "lora", 0.5), (tmp_path / "lora", 0.5)], "cat")
+        assert torch.allclose(merged.predict_velocity(latents, t, text, refs), expected, atol=1e-5)

@@ -6,7 +6,8 @@ Loads a local diffusers-format folder (``Wan2.1-T2V-1.3B-Diffusers``, ``Wan2.2-T
 
 References follow LibraGen's injection semantics (see :mod:`libragen.models.wan_attention`): each
 reference image is fitted into the video frame on a white canvas, VAE-encoded as one latent frame and
-appended after the video on the time axis, kept clean (timestep 0), placed in its own RoPE slot that
+appended after the video on the time axis, kept clean (timestep 0), placed in its own RoPE slot (after
+the native video length, ``config.frames``, so a cache built before sampling matches) that
 ``ref_offset`` moves, and — one-way by default — attended by the video while attending only to the
 references, so their keys/values are computed once per sampling run. The velocity returned covers the
 video frames only: references never reach the decoder.
