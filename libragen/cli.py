@@ -16,7 +16,7 @@ from libragen.core.video import VideoReadError
 from libragen.curate.cli import curate_app
 from libragen.eval.cli import eval_app
 from libragen.eval.scorers import ScorerLoadError
-from libragen.infer.cli import generate
+from libragen.infer.cli import demo, generate
 from libragen.pairs.cli import pairs_app
 from libragen.review.cli import review_app
 from libragen.train.cli import dpo_app, train_app
@@ -40,6 +40,7 @@ app.add_typer(pairs_app, name="pairs")
 app.add_typer(train_app, name="train")
 app.add_typer(dpo_app, name="dpo")
 app.command("generate")(generate)
+app.command("demo")(demo)
 app.command("merge")(merge)
 
 # (group, command or None for a top-level command, issue that builds it, what it will do)

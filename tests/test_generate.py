@@ -71,3 +71,36 @@ def test_every_bad_input_is_one_clear_error(model, tmp_path):
     zero = runner.invoke(app, ["generate", "--model", str(model), "--steps", "0", "--prompt", "x", *out])
     assert zero.exit_code == 2 and "steps" in flat(zero.output)
     assert not (tmp_path / "videos").exists() or not list((tmp_path / "videos").glob("*.mp4"))
+
+
+def test_demo_handler_without_a_browser(model, tmp_path):
+    from libragen.core.video import read_video
+    from libragen.infer.demo import demo_handler
+
+    Image.new("RGB", (40, 30), (30, 30, 200)).save(tmp_path / "ref.png")
+    pipe = LibraGenPipeline.from_pretrained(model, device="cpu")
+    prompt, path = demo_handler(
+        pipe,
+        "a blue oval creature glides",
+        [str(tmp_path / "ref.png"), None],
+        steps=2,
+        ref_scale="interval:3:0.5:1",
+        text_scale="",
+        seed=3,
+        out_dir=tmp_path / "demo",
+    )
+    assert prompt == "a blue oval creature glides" and read_video(path).shape == (4, 32, 32, 3)
+    with pytest.raises(InvalidInput, match="not a readable image"):
+        (tmp_path / "bad.png").write_bytes(b"no")
+        demo_handler(pipe, "x", [str(tmp_path / "bad.png")], steps=2, out_dir=tmp_path / "demo")
+
+
+def test_demo_command_without_gradio_is_a_clear_error():
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("Gradio is installed here; this checks the message shown without it")
+    result = runner.invoke(app, ["demo"])
+    assert result.exit_code == 2 and "pip install gradio" in flat(result.output)

@@ -62,3 +62,20 @@ def generate(
     for k, frames in enumerate(result.frames):
         path = write_video(out / f"video{k:03d}.mp4", frames, result.fps)
         console.print(f"{path}  <- {result.prompts[k]}")
+
+
+def demo(
+    model: Annotated[Path | None, typer.Option(help="saved backbone or diffusers Wan folder")] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 7860,
+    host: Annotated[str, typer.Option(help="address to bind (0.0.0.0 to serve the network)")] = "127.0.0.1",
+    out: Annotated[Path, typer.Option(help="folder for the generated videos")] = Path("runs/demo"),
+) -> None:
+    """Serve the web demo (Gradio): references + prompt -> video, and the prompt the model saw."""
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise typer.BadParameter("the demo needs Gradio: pip install gradio") from None
+    from libragen.infer.demo import build_demo
+    from libragen.infer.pipeline import LibraGenPipeline
+
+    build_demo(LibraGenPipeline.from_pretrained(model), out).launch(server_name=host, server_port=port)
