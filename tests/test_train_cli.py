@@ -71,6 +71,27 @@ def test_train_vgfm_then_generate(world, tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["video000.mp4", "video001.mp4"]
 
 
+def test_subject_coverage_follows_the_world_masks_and_weights_training(world, tmp_path: Path) -> None:
+    from libragen.train.vgfm import ClipBank
+    from libragen.world.manifest import decode_masks, read_manifest
+
+    bank = ClipBank.from_worlds([world.root], (16, 64, 64), max_clips=3, with_masks=True)
+    rows = [r for r in read_manifest(world.root) if not r.get("defect")][:3]
+    coverage = bank.subject_coverage(torch.arange(3), (16, 32, 32))
+    assert coverage.shape == (3, 1, 16, 32, 32)
+    for i, row in enumerate(rows):  # average pooling keeps the covered fraction of each clip
+        assert abs(float(coverage[i].mean()) - decode_masks(row).any(0).mean()) < 1e-6
+    with pytest.raises(ValueError, match="without subject masks"):
+        ClipBank.from_worlds([world.root], (16, 64, 64), max_clips=1).subject_coverage(torch.arange(1), (1, 1, 1))
+
+    config = tmp_path / "fg.yaml"
+    config.write_text(TINY.format(world=world.root).replace("batch_size: 2", "batch_size: 2\nforeground_weight: 8.0"))
+    result = runner.invoke(app, ["train", "vgfm", "--config", str(config), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 4 and all(np.isfinite(losses))
+
+
 def test_train_vgfm_rejects_bad_configs(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("data: [nowhere]\nbatch_sise: 4\n")

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from libragen.train.checkpoint import checkpoint_dirs, load_checkpoint
-from libragen.train.flow import TimestepConfig, flow_matching_loss, sample_timesteps, shift_timesteps
+from libragen.train.flow import (
+    TimestepConfig,
+    flow_matching_loss,
+    noisy_latents,
+    sample_timesteps,
+    shift_timesteps,
+    velocity_errors,
+)
 from libragen.train.loop import LoopConfig, TrainingDiverged, TrainingLoop
 from tests.test_models import PROMPTS, tiny_backbone
 
@@ -107,3 +114,22 @@ def test_bf16_autocast_and_a_second_precision_in_one_process(tmp_path):
         losses[precision] = loop.run().losses
     assert all(math.isfinite(v) for _, v in losses["bf16"])
     assert losses["bf16"][0][1] == pytest.approx(losses["no"][0][1], rel=0.05)  # bf16 rounding only
+
+
+def test_weighted_velocity_errors_are_a_weighted_mean_of_the_squared_error():
+    backbone = tiny_backbone()
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.randn(2, *backbone.latent_shape, generator=generator)
+    noise = torch.randn(clean.shape, generator=generator)
+    t = torch.tensor([0.3, 0.8])
+    text = backbone.encode_text(PROMPTS[:2])
+    with torch.no_grad():
+        plain = velocity_errors(backbone, clean, text, t, noise)
+        ones = velocity_errors(backbone, clean, text, t, noise, weight=torch.ones(2, 1, *clean.shape[2:]))
+        region = torch.zeros(2, 1, *clean.shape[2:])
+        region[..., 0, :2, :2] = 1.0  # first latent frame, top-left corner only
+        masked = velocity_errors(backbone, clean, text, t, noise, weight=region)
+        prediction = backbone.predict_velocity(noisy_latents(clean, noise, t), t, text)
+    torch.testing.assert_close(ones, plain)
+    by_hand = (prediction - (noise - clean)).pow(2)[:, :, 0, :2, :2].flatten(1).mean(1)
+    torch.testing.assert_close(masked, by_hand)

@@ -49,10 +49,19 @@ def velocity_errors(
     t: torch.Tensor,
     noise: torch.Tensor,
     refs: References | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per-sample mean squared velocity error (B,) at timesteps ``t`` with the given noise."""
+    """Per-sample mean squared velocity error (B,) at timesteps ``t`` with the given noise.
+
+    ``weight`` (broadcastable to the latents, e.g. (B, 1, T, h, w)) turns the mean into a weighted mean
+    per sample, so a weighted loss keeps the scale of the plain one.
+    """
     prediction = backbone.predict_velocity(noisy_latents(clean, noise, t), t, text, refs)
-    return (prediction - (noise - clean)).pow(2).flatten(1).mean(1)
+    squared = (prediction - (noise - clean)).pow(2)
+    if weight is None:
+        return squared.flatten(1).mean(1)
+    weight = weight.expand_as(squared)
+    return (squared * weight).flatten(1).sum(1) / weight.flatten(1).sum(1)
 
 
 def flow_matching_loss(
@@ -62,8 +71,9 @@ def flow_matching_loss(
     generator: torch.Generator,
     timesteps: TimestepConfig,
     refs: References | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean rectified-flow loss of a batch; noise and timesteps come from ``generator`` (reproducible)."""
     t = sample_timesteps(clean.shape[0], timesteps, generator).to(clean.device)
     noise = torch.randn(clean.shape, generator=generator).to(clean.device)
-    return velocity_errors(backbone, clean, text, t, noise, refs).mean()
+    return velocity_errors(backbone, clean, text, t, noise, refs, weight).mean()

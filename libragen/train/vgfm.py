@@ -3,7 +3,10 @@
 Data: LibraWorld folders (mp4 + manifest). Clips are decoded once into memory (8000 clips of
 16x64x64 are 1.5 GB). Prompts are the clips' captions with the Ref tags removed ("a red round creature
 hops quickly to the left on a brick wall."), dropped to "" at ``text_dropout`` for classifier-free
-guidance. The run folder gets checkpoints, metrics, TensorBoard logs, samples, the final backbone
+guidance. With ``foreground_weight`` λ > 0 the loss weighs each latent position by
+``1 + λ · subject coverage`` (from the manifest's ground-truth masks), so the small subjects, not the
+textured backgrounds, dominate what the model learns first. The run folder gets checkpoints, metrics,
+TensorBoard logs, samples, the final backbone
 (EMA weights) under ``final/`` and the loss curve as ``loss.png``.
 """
 
@@ -27,7 +30,7 @@ from libragen.train.flow import TimestepConfig, flow_matching_loss
 from libragen.train.loop import LoopConfig, LoopResult, TrainingLoop, start_run
 from libragen.train.plots import plot_loss
 from libragen.world.caption import plain_caption
-from libragen.world.manifest import read_manifest
+from libragen.world.manifest import decode_masks, read_manifest
 
 
 class SamplingConfig(StrictModel):
@@ -43,6 +46,7 @@ class VGFMConfig(StrictModel):
     max_clips: int | None = Field(None, ge=1)
     batch_size: int = Field(8, ge=1)
     text_dropout: float = Field(0.1, ge=0, le=1)
+    foreground_weight: float = Field(0.0, ge=0)  # λ: loss weight 1 + λ · subject coverage per latent position
     backbone: LibraWorldBackboneConfig = LibraWorldBackboneConfig()
     timesteps: TimestepConfig = TimestepConfig()
     loop: LoopConfig = LoopConfig()
@@ -53,13 +57,16 @@ class VGFMConfig(StrictModel):
 class ClipBank:
     """Decoded clips (N, T, H, W, 3) uint8 and their plain captions."""
 
-    def __init__(self, frames: np.ndarray, captions: list[str]) -> None:
+    def __init__(self, frames: np.ndarray, captions: list[str], subject_masks: np.ndarray | None = None) -> None:
         if len(frames) != len(captions):
             raise ValueError("one caption per clip")
         if len(frames) == 0:
             raise ValueError("no usable clips")
+        if subject_masks is not None and subject_masks.shape[0] != len(frames):
+            raise ValueError("one subject mask per clip")
         self.frames = frames
         self.captions = captions
+        self.subject_masks = subject_masks  # (N, bytes) bit-packed (T, H, W) union of the subjects' masks
 
     @classmethod
     def from_worlds(
@@ -68,8 +75,12 @@ class ClipBank:
         size: tuple[int, int, int],
         max_clips: int | None = None,
         console: Console | None = None,
+        with_masks: bool = False,
     ) -> ClipBank:
-        """Load defect-free clips of ``size`` (frames, height, width) from LibraWorld folders."""
+        """Load defect-free clips of ``size`` (frames, height, width) from LibraWorld folders.
+
+        ``with_masks`` also keeps each clip's subject masks (the union over subjects, bit-packed).
+        """
         rows = []
         for folder in folders:
             manifest = Path(folder) / "manifest.parquet"
@@ -79,6 +90,7 @@ class ClipBank:
         rows = rows[:max_clips] if max_clips else rows
         frames = np.zeros((len(rows), *size, 3), dtype=np.uint8)
         captions = []
+        masks = np.zeros((len(rows), -(-int(np.prod(size)) // 8)), dtype=np.uint8) if with_masks else None
         console = console or Console(stderr=True)
         with progress_bar("decode clips", console) as progress:
             task = progress.add_task("", total=len(rows))
@@ -88,13 +100,24 @@ class ClipBank:
                     raise ValueError(f"{row['path']}: clip is {video.shape[:3]}, the backbone makes {size}")
                 frames[i] = video
                 captions.append(plain_caption(row["caption"]))
+                if masks is not None:
+                    masks[i] = np.packbits(decode_masks(row).any(axis=0))
                 progress.advance(task)
-        return cls(frames, captions)
+        return cls(frames, captions, masks)
 
     def batch(self, index: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, H, W) float in [-1, 1]."""
         clips = torch.from_numpy(self.frames[index.numpy()])
         return clips.permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
+
+    def subject_coverage(self, index: torch.Tensor, latent_grid: tuple[int, int, int]) -> torch.Tensor:
+        """(B, 1, T', h, w): the fraction of each latent position's pixels that show a subject."""
+        if self.subject_masks is None:
+            raise ValueError("this bank was loaded without subject masks")
+        size = self.frames.shape[1:4]
+        bits = np.unpackbits(self.subject_masks[index.numpy()], axis=1)
+        masks = torch.from_numpy(bits.reshape(len(index), 1, *size)).float()
+        return torch.nn.functional.adaptive_avg_pool3d(masks, latent_grid)
 
 
 def vgfm_objective(bank: ClipBank, config: VGFMConfig):
@@ -105,7 +128,12 @@ def vgfm_objective(bank: ClipBank, config: VGFMConfig):
         drop = torch.rand(config.batch_size, generator=generator) < config.text_dropout
         prompts = ["" if d else bank.captions[i] for i, d in zip(index.tolist(), drop.tolist(), strict=True)]
         clean = backbone.encode_video(bank.batch(index).to(backbone.device))
-        loss = flow_matching_loss(backbone, clean, backbone.encode_text(prompts), generator, config.timesteps)
+        weight = None
+        if config.foreground_weight > 0:
+            coverage = bank.subject_coverage(index, tuple(clean.shape[2:])).to(clean.device)
+            weight = 1 + config.foreground_weight * coverage
+        text = backbone.encode_text(prompts)
+        loss = flow_matching_loss(backbone, clean, text, generator, config.timesteps, weight=weight)
         return loss, {}
 
     return objective
@@ -157,7 +185,9 @@ def train_vgfm(config: VGFMConfig, run_dir: str | os.PathLike[str], console: Con
     console = console or Console(stderr=True)
     run = start_run(config, config.loop, run_dir)
     backbone = LibraWorldBackbone(config.backbone)
-    bank = ClipBank.from_worlds(config.data, backbone.video_size, config.max_clips, console)
+    bank = ClipBank.from_worlds(
+        config.data, backbone.video_size, config.max_clips, console, with_masks=config.foreground_weight > 0
+    )
     console.print(f"{len(bank.captions)} clips; encoding {len(set(bank.captions))} captions with MiniLM")
     prompts = [*sorted(set(bank.captions)), ""]
     for start in range(0, len(prompts), 512):  # fill the text cache once, in chunks
