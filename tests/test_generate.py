@@ -90,6 +90,15 @@ def test_demo_handler_without_a_browser(model, tmp_path):
         out_dir=tmp_path / "demo",
     )
     assert prompt == "a blue oval creature glides" and read_video(path).shape == (4, 32, 32, 3)
+    from libragen.infer.rephrase import OfflineRephraser
+
+    shown, _ = demo_handler(
+        pipe, "a blue egg slides slowly up on sand", [str(tmp_path / "ref.png")], steps=1, rephraser=OfflineRephraser()
+    )
+    assert shown.splitlines() == [
+        "stage 1: Ref 1[a blue egg] slides slowly up on sand",
+        "final: Ref 1[a blue oval creature] glides slowly upward on a sandy beach.",
+    ]
     with pytest.raises(InvalidInput, match="not a readable image"):
         (tmp_path / "bad.png").write_bytes(b"no")
         demo_handler(pipe, "x", [str(tmp_path / "bad.png")], steps=2, out_dir=tmp_path / "demo")
@@ -104,3 +113,62 @@ def test_demo_command_without_gradio_is_a_clear_error():
         pytest.skip("Gradio is installed here; this checks the message shown without it")
     result = runner.invoke(app, ["demo"])
     assert result.exit_code == 2 and "pip install gradio" in flat(result.output)
+
+
+def test_generate_saves_the_final_prompt_beside_the_video(model, tmp_path):
+    import json
+
+    Image.new("RGB", (40, 30), (40, 76, 216)).save(tmp_path / "blue.png")
+    Image.new("RGB", (40, 30), (214, 40, 40)).save(tmp_path / "red.png")
+    out = tmp_path / "videos"
+    args = ["generate", "--model", str(model), "--steps", "2", "--out", str(out)]
+    refs = ["--ref", str(tmp_path / "blue.png"), "--ref", str(tmp_path / "red.png")]
+    result = runner.invoke(app, [*args, *refs, "--prompt", "a red star jumps fast westward and a blue box rests"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "video000.json").read_text())
+    assert record["rephrased"]["tagged"].startswith("Ref 1[a red star] jumps fast westward and Ref 2[a blue box]")
+    assert record["final_prompt"].startswith("Ref 1[a red star-shaped creature] hops quickly to the left and Ref 2[")
+    assert record["rephrased"]["reference_order"] == [1, 0]  # the red image (second --ref) is Ref 1
+    assert record["final_prompt"] in flat(result.output) and record["seed"] == 0 and record["steps"] == 2
+    raw = runner.invoke(app, [*args, "--prompt", "a red star", "--rephrase", "none"])
+    assert raw.exit_code == 0 and json.loads((out / "video000.json").read_text())["final_prompt"] == "a red star"
+    bad = runner.invoke(app, [*args, "--prompt", "x", "--rephrase", "gpt"])
+    assert bad.exit_code == 2 and "unknown rephrase backend" in flat(bad.output)
+
+
+def test_jsonl_jobs_are_checked_first_resume_and_report_failures(model, tmp_path):
+    import json
+
+    from libragen.core.video import read_video
+
+    Image.new("RGB", (40, 30), (30, 200, 30)).save(tmp_path / "ref.png")
+    (tmp_path / "corrupt.png").write_bytes(b"no")
+    jobs = tmp_path / "jobs.jsonl"
+    lines = [
+        {"prompt": "a green circle hops", "refs": ["ref.png"], "name": "a"},
+        {"prompt": "a blue oval glides upward", "seed": 7},
+        {"prompt": "a red star", "refs": ["corrupt.png"], "name": "broken"},
+    ]
+    jobs.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    out = tmp_path / "batch"
+    args = ["generate", "--model", str(model), "--steps", "2", "--out", str(out), "--jobs", str(jobs)]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 2 and "1 of 3 job(s) failed: broken" in flat(first.output)
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["a.mp4", "job00002.mp4"]
+    assert json.loads((out / "job00002.json").read_text())["seed"] == 7
+    before = (out / "a.mp4").stat().st_mtime_ns
+    (tmp_path / "corrupt.png").unlink()
+    Image.new("RGB", (40, 30), (214, 40, 40)).save(tmp_path / "corrupt.png")
+    again = runner.invoke(app, args)  # resumes: only the failed job runs
+    assert again.exit_code == 0, again.output
+    assert "2 of 3 job(s) already done" in flat(again.output) and (out / "a.mp4").stat().st_mtime_ns == before
+    assert read_video(out / "broken.mp4").shape == (4, 32, 32, 3)
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": ""}\nnot json\n{"prompt": "x", "refs": ["missing.png"]}\n{"prompt": "x", "colour": 1}\n')
+    result = runner.invoke(app, [*args[:-1], str(bad)])
+    message = flat(result.output)
+    assert result.exit_code == 2 and "line 1: empty or missing prompt" in message
+    assert "line 2:" in message and "line 3: no such image" in message and "line 4: unknown field(s) colour" in message
+    both = runner.invoke(app, [*args, "--prompt", "x"])
+    assert both.exit_code == 2 and "not both or neither" in flat(both.output)

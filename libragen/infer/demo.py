@@ -13,6 +13,7 @@ from pathlib import Path
 
 from libragen.core.video import write_video
 from libragen.infer.pipeline import ImageLike, LibraGenPipeline
+from libragen.infer.rephrase import Rephraser
 
 
 def demo_handler(
@@ -26,8 +27,13 @@ def demo_handler(
     text_scale: str = "",
     seed: int = 0,
     out_dir: str | os.PathLike[str] = "runs/demo",
+    rephraser: Rephraser | None = None,
 ) -> tuple[str, str]:
-    """(the prompt the model was given, path of the mp4); bad input raises ``InvalidInput``."""
+    """(the prompt the model was given, path of the mp4); bad input raises ``InvalidInput``.
+
+    With a ``rephraser`` the prompt goes through both rephrasing stages, and the first value shows
+    both: the Ref-tagged description, then the final caption-style prompt.
+    """
     result = pipeline(
         prompt,
         [r for r in references or [] if r is not None] or None,
@@ -36,13 +42,18 @@ def demo_handler(
         ref_scale=ref_scale.strip() or None,
         text_scale=text_scale.strip() or None,
         seed=int(seed),
+        rephraser=rephraser,
     )
     folder = Path(out_dir)
     path = write_video(folder / f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{seed}.mp4", result.frames[0], result.fps)
+    if result.rephrased:
+        return f"stage 1: {result.rephrased[0].tagged}\nfinal: {result.prompts[0]}", str(path)
     return result.prompts[0], str(path)
 
 
-def build_demo(pipeline: LibraGenPipeline, out_dir: str | os.PathLike[str] = "runs/demo"):  # -> gradio.Blocks
+def build_demo(
+    pipeline: LibraGenPipeline, out_dir: str | os.PathLike[str] = "runs/demo", rephraser: Rephraser | None = None
+):  # -> gradio.Blocks
     """The Gradio UI around :func:`demo_handler` (needs ``pip install gradio``)."""
     import gradio as gr
 
@@ -58,6 +69,7 @@ def build_demo(pipeline: LibraGenPipeline, out_dir: str | os.PathLike[str] = "ru
                 guidance=guidance,
                 ref_scale=ref_scale,
                 text_scale=text_scale,
+                rephraser=rephraser,
                 seed=seed,
                 out_dir=out_dir,
             )
@@ -77,7 +89,7 @@ def build_demo(pipeline: LibraGenPipeline, out_dir: str | os.PathLike[str] = "ru
                 seed = gr.Number(value=0, precision=0, label="seed")
                 button = gr.Button("generate")
             with gr.Column():
-                final_prompt = gr.Textbox(label="prompt given to the model", interactive=False)
+                final_prompt = gr.Textbox(label="rephrased prompt (Ref-tagged, final)", interactive=False)
                 video = gr.Video(label="video")
         button.click(run, [prompt, files, steps, guidance, ref_scale, text_scale, seed], [final_prompt, video])
     return demo

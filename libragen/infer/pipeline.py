@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from libragen.core.refs import prepare_reference
 from libragen.infer.guidance import DynamicCFG, ScheduleError, parse_schedule
+from libragen.infer.rephrase import Rephrased, Rephraser, describe_reference
 from libragen.infer.sampler import Guidance, TextCFG, sample, to_uint8_frames
 from libragen.models.backbone import Backbone, References
 
@@ -32,8 +33,9 @@ class InvalidInput(ValueError):
 @dataclass
 class PipelineOutput:
     frames: list[np.ndarray]  # per prompt: (T, H, W, 3) uint8
-    prompts: list[str]
+    prompts: list[str]  # what the model read (the rephrased prompts when a rephraser ran)
     fps: float
+    rephrased: list[Rephrased] | None = None  # both rephrasing stages per prompt, when a rephraser ran
 
 
 def load_image(image: ImageLike) -> np.ndarray:
@@ -80,14 +82,31 @@ class LibraGenPipeline:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         return cls(load_backbone(path or SHIPPED_VGFM, device=device))
 
-    def prepare_references(self, images: Sequence[ImageLike], batch: int) -> References:
+    def prepare_references(self, images: Sequence[ImageLike], orders: Sequence[Sequence[int]]) -> References:
+        """The references of each video, the images in ``orders[k]`` order for video k."""
         if len(images) > MAX_REFERENCES:
             raise InvalidInput(f"{len(images)} reference images given; at most {MAX_REFERENCES}")
         size = self.backbone.video_size[-1]
         prepared = np.stack([prepare_reference(load_image(image), size=size) for image in images])
         tensor = torch.from_numpy(prepared).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        stacked = torch.stack([tensor[list(order)] for order in orders])
         with torch.no_grad():
-            return self.backbone.encode_references(tensor[None].expand(batch, -1, -1, -1, -1).to(self.backbone.device))
+            return self.backbone.encode_references(stacked.to(self.backbone.device))
+
+    @staticmethod
+    def rephrase(
+        prompts: Sequence[str],
+        rephraser: Rephraser,
+        references: Sequence[ImageLike],
+        reference_descriptions: Sequence[str] | None = None,
+    ) -> list[Rephrased]:
+        """Both rephrasing stages for each prompt; references are described from their pixels unless given."""
+        if reference_descriptions is not None and len(reference_descriptions) != len(references):
+            raise InvalidInput(
+                f"{len(reference_descriptions)} reference descriptions for {len(references)} reference images"
+            )
+        descriptions = list(reference_descriptions or [describe_reference(load_image(r)) for r in references])
+        return [rephraser(p, descriptions) for p in prompts]
 
     def __call__(
         self,
@@ -99,15 +118,30 @@ class LibraGenPipeline:
         ref_scale: str | None = None,
         text_scale: str | None = None,
         seed: int = 0,
+        rephraser: Rephraser | None = None,
+        reference_descriptions: Sequence[str] | None = None,
     ) -> PipelineOutput:
-        """One video per prompt (the same references for all); video k uses seed + k."""
+        """One video per prompt (the same references for all); video k uses seed + k.
+
+        With a ``rephraser`` each prompt goes through both rephrasing stages first and its references
+        are passed in the order of its Ref tags; ``reference_descriptions`` (one per reference) help
+        stage 1 tell the references apart (default: their dominant colour).
+        """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts or any(not p.strip() for p in prompts):
             raise InvalidInput("empty prompt: describe the video to generate")
         if num_inference_steps <= 0:
             raise InvalidInput(f"steps must be positive, got {num_inference_steps}")
         guidance = make_guidance(guidance_scale, ref_scale, text_scale)
-        refs = self.prepare_references(references, len(prompts)) if references else None
+        references = list(references or [])
+        if len(references) > MAX_REFERENCES:
+            raise InvalidInput(f"{len(references)} reference images given; at most {MAX_REFERENCES}")
+        rephrased = None
+        orders = [list(range(len(references)))] * len(prompts)
+        if rephraser is not None:
+            rephrased = self.rephrase(prompts, rephraser, references, reference_descriptions)
+            prompts, orders = [r.final for r in rephrased], [r.reference_order for r in rephrased]
+        refs = self.prepare_references(references, orders) if references else None
         videos = sample(
             self.backbone,
             prompts,
@@ -116,4 +150,4 @@ class LibraGenPipeline:
             guidance=guidance,
             seed=[seed + k for k in range(len(prompts))],
         )
-        return PipelineOutput(to_uint8_frames(videos), prompts, self.backbone.fps)
+        return PipelineOutput(to_uint8_frames(videos), prompts, self.backbone.fps, rephrased)
