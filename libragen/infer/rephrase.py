@@ -44,7 +44,7 @@ SUBJECT_NOUNS = (
     "person|man|woman|boy|girl|dog|cat|bird|car|ball|star|square|circle|triangle|diamond|hexagon|oval|cross"
 )
 CAMERA = re.compile(
-    r",?\s*(?:while|as|and|with)?\s*(?:the\s+)?camera\s+(?:\w+\s+)?(?:pans|moves|tracks|sweeps|slides|drifts|pan)"
+    r",?\s*(?:while|as|and|with)?\s*(?:the\s+)?camera\s+(?:\w+\s+)?(?:pans|pan|panning|moves|moving|tracks|tracking|sweeps|slides|drifts)"
     r"\s+(?:to(?:ward|wards)?\s+the\s+)?(?P<dir>left|right|up|down|upward|downward)\w*",
     re.IGNORECASE,
 )
