@@ -68,7 +68,7 @@ def test_train_vgfm_then_generate(world, tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["video000.mp4", "video001.mp4"]
+    assert sorted(p.name for p in out.iterdir()) == ["video000.json", "video000.mp4", "video001.json", "video001.mp4"]
 
 
 def test_subject_coverage_follows_the_world_masks_and_weights_training(world, tmp_path: Path) -> None:
