@@ -136,6 +136,7 @@ class LibraGenPipeline:
         references = list(references or [])
         if len(references) > MAX_REFERENCES:
             raise InvalidInput(f"{len(references)} reference images given; at most {MAX_REFERENCES}")
+        references = [load_image(r) for r in references]  # decoded once, for rephrasing and for the model
         rephrased = None
         orders = [list(range(len(references)))] * len(prompts)
         if rephraser is not None:
