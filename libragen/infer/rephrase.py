@@ -35,7 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-TAG = re.compile(r"Ref (\d+)\[([^\]]*)\]")
+from libragen.pairs.captions import REF_TAG as TAG
+from libragen.world.caption import join_clauses
+
 #: The training-caption grammar: ``Ref 1[…] action, Ref 2[…] action and Ref 3[…] action on SCENE[, while the
 #: camera pans DIR].`` (libragen.world.caption writes it).
 CAPTION = re.compile(r"^(?P<subjects>Ref \d+\[.+?) on (?P<scene>[^,]+?)(?:, while the camera pans (?P<pan>\w+))?\.$")
@@ -256,10 +258,6 @@ def split_subjects(text: str) -> list[tuple[str, str]]:
         action = re.sub(r"(?:,|\band|\bwith)\s*$", "", text[tag.end() : end].strip()).strip(" ,")
         parts.append((tag[2].strip(), action))
     return parts
-
-
-def join_clauses(parts: Sequence[str]) -> str:
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def describe_reference(image: np.ndarray) -> str:

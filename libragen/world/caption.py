@@ -28,7 +28,8 @@ def subject_clause(ref_index: int, subject: SubjectSpec) -> str:
     return f"{tag} {action}"
 
 
-def _join(parts: list[str]) -> str:
+def join_clauses(parts: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
     if len(parts) == 1:
         return parts[0]
     return ", ".join(parts[:-1]) + " and " + parts[-1]
@@ -37,7 +38,7 @@ def _join(parts: list[str]) -> str:
 def caption(spec: ClipSpec) -> str:
     """The video caption of ``spec``."""
     clauses = [subject_clause(k + 1, s) for k, s in enumerate(spec.subjects)]
-    text = f"{_join(clauses)} on {spec.scene}"
+    text = f"{join_clauses(clauses)} on {spec.scene}"
     if spec.pan is not None:
         text += f", while the camera pans {spec.pan.direction}"
     return text + "."
