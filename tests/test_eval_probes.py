@@ -47,25 +47,23 @@ def meta(heldout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_shipped_record_holds_what_was_measured(probes) -> None:
     """Regression guard on the numbers measured right after training (libragen/eval/weights/probes.json).
 
-    Issue #3 asks for >= 0.95 on every attribute and on identity retrieval; the shipped probes reach it for
-    scene, count, direction and colour but not yet for shape (~0.59) and identity retrieval (~0.51): see the
-    issue note. These bounds only stop the shipped weights from silently getting worse.
+    Issue #3 asks for >= 0.95 on every attribute and on identity retrieval; the shipped attribute probe
+    reaches it on every head, the identity encoder not yet (0.73 top-1 over 258 identities): see the issue
+    note. The identity bound only stops the shipped weights from silently getting worse.
     """
     accuracy = probes.record["attribute"]["heldout_accuracy"]
-    for head in ("scene", "count", "direction", "colour"):
+    for head in ("scene", "count", "direction", "colour", "shape", "presence"):
         assert accuracy[head] >= 0.95, (head, accuracy)
-    assert accuracy["shape"] >= 0.55 and accuracy["presence"] >= 0.7, accuracy
     retrieval = probes.record["identity"]["heldout_retrieval"]
-    assert retrieval["identities"] >= 100 and retrieval["top1"] >= 0.5, retrieval
+    assert retrieval["identities"] >= 100 and retrieval["top1"] >= 0.7, retrieval
 
 
 def test_probes_hold_up_on_a_fresh_heldout_set(probes, heldout: Path) -> None:
     accuracy = measure_attributes(probes.attribute, load_probe_set(heldout, probes.attribute.frames))
-    for head in ("scene", "count", "direction", "colour"):
-        assert accuracy[head] >= 0.9, (head, accuracy)
-    assert accuracy["shape"] >= 0.45, accuracy
+    for head in ("scene", "count", "direction", "colour", "shape", "presence"):
+        assert accuracy[head] >= 0.92, (head, accuracy)
     retrieval = measure_retrieval(probes.identity, load_identity_crops(heldout))
-    assert retrieval["top1"] >= 0.4, retrieval
+    assert retrieval["top1"] >= 0.75, retrieval
 
 
 def test_prompt_swap_lowers_text_alignment(probes, heldout: Path, meta: Path) -> None:

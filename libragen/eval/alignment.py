@@ -112,7 +112,7 @@ def text_alignment(probe: AttributeProbe, frames: np.ndarray, prompt: str) -> di
             subject_scores.append(score)
         parts["subjects"] = float(np.mean(subject_scores))
         checks.extend(subject_scores)
-        count_probs = probe.count(maps.amax(dim=1)).softmax(-1)[0]
+        count_probs = probe.count_logits(maps).softmax(-1)[0]
         parts["count"] = float(count_probs[min(attributes.count, len(count_probs)) - 1])
         checks.append(parts["count"])
     if attributes.scene is not None:

@@ -82,6 +82,7 @@ def train_probes_command(
     identity_steps: Annotated[int, typer.Option(min=1)] = 1500,
     seed: Annotated[int, typer.Option()] = 0,
     only: Annotated[str, typer.Option(help="both, attribute or identity")] = "both",
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default: every core)")] = None,
 ) -> None:
     """Train the attribute probe and identity encoder on real clips; report held-out accuracy."""
     record = train_probes(
@@ -92,6 +93,7 @@ def train_probes_command(
         identity_steps=identity_steps,
         seed=seed,
         only=only,
+        threads=threads,
         log=console.print,
     )
     for name, key in (("attribute", "heldout_accuracy"), ("identity", "heldout_retrieval")):

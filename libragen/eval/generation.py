@@ -2,6 +2,8 @@
 
 For each prompt the attribute probe is queried with every stated subject (colour + shape) and reads
 * colour: the probe says the stated body colour is present (sigmoid of its colour logit > 0.5);
+* subject: the colour is present *and* the silhouette of that colour has the stated shape (a frame
+  washed with the colour passes the colour check, not this one);
 * direction: the probe's most likely motion of that subject equals the stated one ("none" for still);
 and a video matches when all its subjects do. Dynamic degree (VBench) is compared with the real clips
 the prompts came from, which are also run through the same probes as the ceiling of what they can read.
@@ -28,6 +30,7 @@ class PromptReading:
     """What the probe read from one video for one prompt."""
 
     colour_ok: list[bool]
+    shape_ok: list[bool]  # the silhouette of the stated colour has the stated shape
     direction_ok: list[bool]  # only subjects whose direction the prompt states
     read_directions: list[str]
     dynamic: float
@@ -35,6 +38,10 @@ class PromptReading:
     @property
     def colour_match(self) -> bool:
         return all(self.colour_ok)
+
+    @property
+    def subject_match(self) -> bool:
+        return all(c and s for c, s in zip(self.colour_ok, self.shape_ok, strict=True))
 
     @property
     def direction_match(self) -> bool:
@@ -53,9 +60,10 @@ def read_prompt(probe: AttributeProbe, frames: np.ndarray, prompt: str, fps: flo
     shape = torch.tensor([[SHAPES.index(s.shape) for s in attributes.subjects]])
     out = probe.query(maps, colour, shape, video)
     colour_ok = (out["colour_logit"][0] > 0).tolist()
+    shape_ok = (out["shape_logits"][0].argmax(-1) == shape[0]).tolist()
     read = [DIRECTION_NAMES[i] for i in out["direction"][0].argmax(-1).tolist()]
     direction_ok = [r == s.direction for r, s in zip(read, attributes.subjects, strict=True) if s.direction]
-    return PromptReading(colour_ok, direction_ok, read, motion_scores(np.asarray(frames), fps).dynamic)
+    return PromptReading(colour_ok, shape_ok, direction_ok, read, motion_scores(np.asarray(frames), fps).dynamic)
 
 
 def summarise(readings: list[PromptReading]) -> dict[str, float]:
@@ -65,6 +73,7 @@ def summarise(readings: list[PromptReading]) -> dict[str, float]:
     return {
         "videos": len(readings),
         "colour_match": float(np.mean([r.colour_match for r in readings])),
+        "subject_match": float(np.mean([r.subject_match for r in readings])),
         "direction_match": float(np.mean([r.direction_match for r in readings])),
         "colour_match_per_subject": float(np.mean(subjects_colour)),
         "direction_match_per_subject": float(np.mean(subjects_direction)) if subjects_direction else float("nan"),

@@ -88,7 +88,9 @@ class IdentityCrops:
         for i, k in zip(index, frame_pick, strict=True):
             jitter = None
             if rng is not None:
-                jitter = np.array([rng.uniform(-0.12, 0.12), rng.uniform(-0.12, 0.12), rng.uniform(0.85, 1.2)])
+                jitter = np.array(
+                    [rng.uniform(-0.12, 0.12), rng.uniform(-0.12, 0.12), rng.uniform(0.85, 1.2), rng.uniform(-30, 30)]
+                )
             out.append(window_crop(self.frames[i, k], self.boxes[i, k], jitter=jitter))
         return np.stack(out)
 
@@ -96,17 +98,27 @@ class IdentityCrops:
 def window_crop(frame: np.ndarray, box: np.ndarray, *, jitter: np.ndarray | None = None) -> np.ndarray:
     """The subject window of a frame as the encoder sees it: box (+10 %) scaled to ``window`` px, with context.
 
-    ``jitter`` = (dx, dy, scale), in units of the box side, perturbs the window as a loose detector would.
+    ``jitter`` = (dx, dy, scale[, degrees]), shifts in units of the box side, perturbs the window as a loose
+    detector would, and turns it (subjects meet their references at other angles).
     """
     window, context = IdentityEncoder.window, IdentityEncoder.context
     x0, y0, x1, y1 = crop_box(box, frame.shape, margin=0.1)
     cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0)
+    degrees = 0.0
     if jitter is not None:
         cx, cy, side = cx + jitter[0] * side, cy + jitter[1] * side, side * jitter[2]
-    scale = window / side
+        degrees = float(jitter[3]) if len(jitter) > 3 else 0.0
     size = window + 2 * context
-    matrix = np.array([[scale, 0, size / 2 - cx * scale], [0, scale, size / 2 - cy * scale]], np.float32)
+    matrix = cv2.getRotationMatrix2D((float(cx), float(cy)), degrees, window / side)
+    matrix[:, 2] += (size / 2 - cx, size / 2 - cy)
     return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+
+
+def rotate_reference(reference: np.ndarray, degrees: float) -> np.ndarray:
+    """A padded reference crop turned about its centre, the uncovered corners white."""
+    size = reference.shape[0]
+    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), degrees, 1.0)
+    return cv2.warpAffine(reference, matrix, (size, size), flags=cv2.INTER_LINEAR, borderValue=(255, 255, 255))
 
 
 def reference_crop(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -6,9 +6,11 @@ Both are trained only on *real* LibraWorld clips (never on generated ones) by
 * :class:`AttributeProbe` — given a video and a query subject (colour, shape), says whether that
   subject is present and which way it moves; also classifies the scene and the subject count. The
   query attends over each frame's feature map, led by the queried colour; presence factors into
-  "is this colour there" x "is the attended subject of this shape" (a shape classifier on the attended
-  features, so colour–shape combinations never seen together in training still work); the attention
-  centroid over time gives the motion.
+  "is this colour there" x "is the subject wearing it of this shape". The shape is read from a
+  colour-free *silhouette* (each pixel's affinity to the queried colour) by its own small CNN, so it
+  cannot lean on colour: colour–shape combinations never seen together in training (the held-out
+  split's reserved ones) are read as well as the others. The attention centroid over time gives the
+  motion.
 * :class:`IdentityEncoder` — embeds a subject so the same identity (glyph, accent, shape, colour)
   lands close whatever the pose, scale or background. Fully convolutional: :meth:`embed_windows`
   embeds every window of a frame at once, so a generated video needs no detector.
@@ -55,7 +57,17 @@ class AttributeProbe(nn.Module):
         self.shape = nn.Embedding(len(SHAPES), channels)
         self.keys = nn.Conv2d(channels, channels, 1)
         self.colour_present = nn.Sequential(nn.Linear(4, 16), nn.SiLU(), nn.Linear(16, 1))
-        self.shape_of = nn.Sequential(nn.Linear(channels, channels), nn.SiLU(), nn.Linear(channels, len(SHAPES)))
+        self.silhouette_log_sigma = nn.Parameter(torch.tensor(-1.2))
+        self.silhouette_trunk = nn.Sequential(  # receptive field 29 px: the largest subject (26 px) whole
+            nn.Conv2d(1, 16, 3, 1, 1),
+            nn.SiLU(),
+            _conv(16, 32, 2),
+            _conv(32, 48),
+            _conv(48, 64, 2),
+            _conv(64, 64),
+            _conv(64, 64),
+        )
+        self.shape_of = nn.Sequential(nn.Linear(64, 64), nn.SiLU(), nn.Linear(64, len(SHAPES)))
         colours = torch.tensor([COLOURS[name] for name in COLOUR_NAMES], dtype=torch.float32) / 127.5 - 1.0
         self.register_buffer("colour_rgb", colours, persistent=False)
         self.colour_log_sigma = nn.Parameter(torch.tensor(-1.2))
@@ -63,8 +75,14 @@ class AttributeProbe(nn.Module):
             nn.Linear(2 * frames + channels, channels), nn.SiLU(), nn.Linear(channels, len(DIRECTION_NAMES))
         )
         self.scene = nn.Linear(2 * channels, len(SCENE_NAMES))
-        grid = 16  # feature map side for 64 px frames; counting needs the layout, not just a global pool
-        self.count = nn.Sequential(
+        self.count = self._count_head(channels)  # on the map's maximum over time: where subjects went
+        self.count_per_frame = self._count_head(channels)  # on each frame: crossing paths are apart in some
+        self.channels = channels
+
+    @staticmethod
+    def _count_head(channels: int, grid: int = 16) -> nn.Sequential:
+        """Subject-count logits from a (N, C, h, w) map; pooled to ``grid`` cells, since counting needs the layout."""
+        return nn.Sequential(
             nn.Conv2d(channels, 8, 1),
             nn.SiLU(),
             nn.AdaptiveAvgPool2d(grid),
@@ -73,7 +91,11 @@ class AttributeProbe(nn.Module):
             nn.SiLU(),
             nn.Linear(channels, MAX_SUBJECTS),
         )
-        self.channels = channels
+
+    def count_logits(self, maps: torch.Tensor) -> torch.Tensor:
+        """(B, MAX_SUBJECTS) logits of 1..MAX_SUBJECTS subjects from feature maps (B, T, C, h, w)."""
+        per_frame = self.count_per_frame(maps.flatten(0, 1)).unflatten(0, maps.shape[:2]).mean(1)
+        return self.count(maps.amax(dim=1)) + per_frame
 
     def features(self, video: torch.Tensor) -> torch.Tensor:
         """(B, T, H, W, 3) uint8 -> (B, T, C, h, w) feature maps."""
@@ -96,6 +118,25 @@ class AttributeProbe(nn.Module):
         target = self.colour_rgb[colour]  # (B, Q, 3)
         distance = ((pixels[:, None] - target[:, :, None, :, None]) ** 2).sum(dim=3)  # (B, Q, T, hw)
         return -distance / (2 * self.colour_log_sigma.exp() ** 2)
+
+    def silhouette(self, video: torch.Tensor, colour: torch.Tensor, frames: int = 4) -> torch.Tensor:
+        """(B, Q, F, H, W) full-resolution affinity of each pixel to the queried body colour, on ``frames`` frames.
+
+        Shading keeps a body within ~20 % of its colour, so the affinity is a soft mask of every subject
+        wearing that colour; it carries the outline and nothing of the colour itself.
+        """
+        picks = torch.linspace(0, video.shape[1] - 1, min(frames, video.shape[1])).round().long()
+        pixels = normalise_pixels(video[:, picks])  # (B, F, 3, H, W)
+        target = self.colour_rgb[colour]  # (B, Q, 3)
+        distance = ((pixels[:, None] - target[:, :, None, :, None, None]) ** 2).sum(dim=3)  # (B, Q, F, H, W)
+        return torch.exp(-distance / (2 * self.silhouette_log_sigma.exp() ** 2))
+
+    def shape_logits(self, video: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+        """(B, Q, shapes) shape of the subject wearing each queried colour, read from its silhouette."""
+        masks = self.silhouette(video, colour)
+        b, q, f = masks.shape[:3]
+        features = self.silhouette_trunk(masks.flatten(0, 2).unsqueeze(1)).amax(dim=(2, 3))  # (BQF, 64)
+        return self.shape_of(features.unflatten(0, (b, q, f)).mean(2))
 
     def query(
         self, maps: torch.Tensor, colour: torch.Tensor, shape: torch.Tensor, video: torch.Tensor
@@ -120,7 +161,7 @@ class AttributeProbe(nn.Module):
             prior_peak.amax(2, keepdim=True),
         ]
         colour_logit = self.colour_present(torch.cat(stats, dim=-1)).squeeze(-1)  # (B, Q)
-        shape_logits = self.shape_of(pooled.mean(2))  # (B, Q, shapes)
+        shape_logits = self.shape_logits(video, colour)  # (B, Q, shapes)
         shape_prob = shape_logits.softmax(-1).gather(-1, shape.unsqueeze(-1)).squeeze(-1)
         motion = (centroid - centroid[:, :, :1]).flatten(2)
         direction_in = torch.cat([motion, pooled.mean(2)], dim=-1)
@@ -137,13 +178,18 @@ class AttributeProbe(nn.Module):
         out = self.query(maps, colour, shape, video)
         pooled = self.pooled(maps)
         out["scene"] = self.scene(pooled)
-        out["count"] = self.count(maps.amax(dim=1))
+        out["count"] = self.count_logits(maps)
         out["embedding"] = pooled
         return out
 
 
 class IdentityEncoder(nn.Module):
-    """Subject identity embedding; a window of ``window`` px seen with ``context`` px around it."""
+    """Subject identity embedding; a window of ``window`` px seen with ``context`` px around it.
+
+    The head is a convolution over the whole window's feature map (not a mean over it), so the embedding
+    keeps *where* the glyph's accent cells sit — the only thing telling apart identities that share shape,
+    colour and accent.
+    """
 
     window = 32
     context = 8
@@ -151,8 +197,8 @@ class IdentityEncoder(nn.Module):
 
     def __init__(self, channels: int = 96, dim: int = 128) -> None:
         super().__init__()
-        self.trunk = _trunk((32, 64, channels))
-        self.head = nn.Conv2d(channels, dim, 1)
+        self.trunk = nn.Sequential(*_trunk((32, 64, channels)), _conv(channels, channels))
+        self.head = nn.Conv2d(channels, dim, self._cells())
 
     def _cells(self) -> int:
         return self.window // self.stride
@@ -162,10 +208,8 @@ class IdentityEncoder(nn.Module):
         maps = self.trunk(normalise_pixels(crops))
         margin = self.context // self.stride
         centre = maps[:, :, margin : margin + self._cells(), margin : margin + self._cells()]
-        return F.normalize(self.head(centre.mean(dim=(2, 3), keepdim=True)).flatten(1), dim=1)
+        return F.normalize(self.head(centre).flatten(1), dim=1)
 
     def embed_windows(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, H, W, 3) uint8 frames -> (N, dim, h', w') unit embeddings of every window (stride 4 px)."""
-        maps = self.trunk(normalise_pixels(frames))
-        pooled = F.avg_pool2d(maps, self._cells(), stride=1)
-        return F.normalize(self.head(pooled), dim=1)
+        return F.normalize(self.head(self.trunk(normalise_pixels(frames))), dim=1)

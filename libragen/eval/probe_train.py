@@ -6,8 +6,10 @@ both. Targets: is the queried colour in the clip; the shape of the subject weari
 one does); the direction of a present subject; scene and subject count.
 
 Identity encoder: InfoNCE between a reference-style crop of a subject (masked, white background) and
-a jittered window of the same identity in *another* clip when one exists (else another frame), with
-background-only windows as extra negatives so that empty regions never look like a subject.
+a jittered, turned window of the same identity in *another* clip when one exists (else another frame),
+with background-only windows as extra negatives so that empty regions never look like a subject. Each
+batch is built from a few (shape, colour, accent) looks with several identities each, so most negatives
+differ only in the glyph — the part of an identity that text cannot name.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from libragen.eval.probe_data import IdentityCrops, ProbeSet, window_crop
+from libragen.eval.probe_data import IdentityCrops, ProbeSet, rotate_reference, window_crop
 from libragen.eval.probe_models import AttributeProbe, IdentityEncoder
-from libragen.world.identity import COLOUR_NAMES, SHAPES
+from libragen.world.identity import COLOUR_NAMES, SHAPES, identity
 
 Log = Callable[[str], None]
 
@@ -154,8 +156,8 @@ def test_attribute_probe(model: AttributeProbe, data: ProbeSet, seed: int = 1) -
         video = torch.from_numpy(data.videos[clips])
         maps = model.features(video)
         pooled = model.pooled(maps)
-        for name, head, features in (("scene", model.scene, pooled), ("count", model.count, maps.amax(dim=1))):
-            predicted = head(features).argmax(1).numpy()
+        for name, logits in (("scene", model.scene(pooled)), ("count", model.count_logits(maps))):
+            predicted = logits.argmax(1).numpy()
             target = name
             truth = np.array([getattr(data.labels[c], target) - (1 if target == "count" else 0) for c in clips])
             correct[name].extend((predicted == truth).tolist())
@@ -229,10 +231,12 @@ def train_identity_encoder(
     start = time.perf_counter()
     unique_ids = np.unique(crops.identity_ids)
     first_of = {int(i): np.flatnonzero(crops.identity_ids == i) for i in unique_ids}
+    looks = _identities_by_look(unique_ids)
     for step in range(steps):
-        chosen = rng.choice(unique_ids, size=min(batch, len(unique_ids)), replace=False)
+        chosen = _hard_batch(looks, min(batch, len(unique_ids)), rng)
         anchors = np.array([rng.choice(first_of[int(i)]) for i in chosen])
-        refs = torch.from_numpy(crops.references[anchors])
+        turned = [rotate_reference(r, rng.uniform(-30, 30)) for r in crops.references[anchors]]
+        refs = torch.from_numpy(np.stack(turned))
         views = torch.from_numpy(_identity_views(crops, anchors, rng))
         background = torch.from_numpy(_background_windows(crops, batch // 3, rng))
         a = model(_augment_crops(refs, rng))
@@ -246,6 +250,26 @@ def train_identity_encoder(
     return model.eval()
 
 
+def _identities_by_look(identity_ids: np.ndarray) -> list[np.ndarray]:
+    """Identity ids grouped by look (shape, colour, accent): within a group only the glyph differs."""
+    groups: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    for identity_id in identity_ids:
+        subject = identity(int(identity_id))
+        groups[(subject.shape, subject.colour, subject.accent)].append(int(identity_id))
+    return [np.array(ids) for ids in groups.values()]
+
+
+def _hard_batch(looks: list[np.ndarray], size: int, rng: np.random.Generator, per_look: int = 8) -> np.ndarray:
+    """``size`` distinct identity ids, up to ``per_look`` from each randomly picked look."""
+    chosen: list[int] = []
+    for look in rng.permutation(len(looks)):
+        take = min(per_look, len(looks[look]), size - len(chosen))
+        chosen.extend(int(i) for i in rng.choice(looks[look], size=take, replace=False))
+        if len(chosen) == size:
+            break
+    return np.array(chosen)
+
+
 def _augment_crops(crops: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     gain = torch.from_numpy(rng.uniform(0.85, 1.15, size=(len(crops), 1, 1, 1))).float()
     bias = torch.from_numpy(rng.uniform(-10, 10, size=(len(crops), 1, 1, 1))).float()
@@ -254,7 +278,12 @@ def _augment_crops(crops: torch.Tensor, rng: np.random.Generator) -> torch.Tenso
 
 @torch.no_grad()
 def test_identity_retrieval(model: IdentityEncoder, crops: IdentityCrops, seed: int = 1) -> dict[str, float]:
-    """Top-1 retrieval: gallery = one reference per identity; queries = windows from other clips."""
+    """Top-1 retrieval: gallery = one reference per identity; queries = appearances in other clips.
+
+    ``top1`` scores each query on one window; ``top1_clip`` on the mean embedding of the appearance's
+    windows (the frames a consistency score averages over); ``top1_same_look`` is ``top1`` with the
+    gallery cut to identities sharing the query's shape, colour and accent (the glyph alone decides).
+    """
     rng = np.random.default_rng(seed)
     gallery_rows, query_rows = [], []
     for identity_id in np.unique(crops.identity_ids):
@@ -267,13 +296,27 @@ def test_identity_retrieval(model: IdentityEncoder, crops: IdentityCrops, seed: 
         query_rows.extend(int(r) for r in rows if crops.clip_index[r] != crops.clip_index[gallery])
     gallery_idx, query_idx = np.array(gallery_rows), np.array(query_rows)
     gallery = model(torch.from_numpy(crops.references[gallery_idx]))
-    queries = model(
-        torch.from_numpy(crops.windows(query_idx, rng.integers(crops.frames.shape[1], size=len(query_idx))))
-    )
-    nearest = (queries @ gallery.T).argmax(1).numpy()
-    truth = crops.identity_ids[query_idx]
+    frames = crops.frames.shape[1]
+    windows = np.concatenate([crops.windows(query_idx, np.full(len(query_idx), k)) for k in range(frames)])
+    every = model(torch.from_numpy(windows)).unflatten(0, (frames, len(query_idx)))  # (K, Q, D)
+    queries = every[torch.from_numpy(rng.integers(frames, size=len(query_idx))), torch.arange(len(query_idx))]
+    clip_queries = F.normalize(every.mean(0), dim=1)
+    gallery_ids, truth = crops.identity_ids[gallery_idx], crops.identity_ids[query_idx]
+    looks = np.array([_look(i) for i in gallery_ids])
+    same_look = looks[None, :] == np.array([_look(i) for i in truth])[:, None]
+    similarity = queries @ gallery.T
     return {
         "identities": float(len(gallery_idx)),
         "queries": float(len(query_idx)),
-        "top1": float(np.mean(crops.identity_ids[gallery_idx][nearest] == truth)),
+        "top1": float(np.mean(gallery_ids[similarity.argmax(1).numpy()] == truth)),
+        "top1_clip": float(np.mean(gallery_ids[(clip_queries @ gallery.T).argmax(1).numpy()] == truth)),
+        "top1_same_look": float(
+            np.mean(gallery_ids[similarity.masked_fill(~torch.from_numpy(same_look), -2).argmax(1).numpy()] == truth)
+        ),
+        "mean_same_look_identities": float(same_look.sum(1).mean()),
     }
+
+
+def _look(identity_id: int) -> str:
+    subject = identity(int(identity_id))
+    return f"{subject.shape}/{subject.colour}/{subject.accent}"

@@ -75,21 +75,23 @@ def train_probes(
     frames: int = 8,
     seed: int = 0,
     only: str = "both",
+    threads: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Train the probes on ``train_world`` clips, test on ``test_world`` clips, save weights + record.
 
-    ``only`` ("attribute" or "identity") retrains one probe and keeps the other's record entry.
+    ``only`` ("attribute" or "identity") retrains one probe and keeps the other's record entry; the
+    record is merged when each probe is saved, so two ``only`` runs may share ``out_dir`` at once.
     """
     if only not in ("both", "attribute", "identity"):
         raise ValueError(f"only must be both, attribute or identity, got {only!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
     record_path = out / RECORD_FILE
-    record: dict = json.loads(record_path.read_text()) if only != "both" and record_path.is_file() else {}
-    record.update({"seed": seed, "train_world": str(train_world), "test_world": str(test_world)})
+    record: dict = {}
     command = " ".join(["libragen", *sys.argv[1:]])
+    worlds = {"seed": seed, "train_world": str(train_world), "test_world": str(test_world)}
 
     if only in ("both", "attribute"):
         start = time.perf_counter()
@@ -99,16 +101,21 @@ def train_probes(
         attribute_metrics = test_attribute_probe(attribute, test_set)
         log(f"attribute probe held-out accuracy: {attribute_metrics}")
         _save(attribute, out / ATTRIBUTE_FILE)
-        record["attribute"] = {
-            "command": command,
-            "model": {"channels": attribute.channels, "frames": frames},
-            "steps": attribute_steps,
-            "train_clips": len(train_set.videos),
-            "test_clips": len(test_set.videos),
-            "heldout_accuracy": attribute_metrics,
-            "seconds": round(time.perf_counter() - start),
-        }
-        write_bytes_atomic(record_path, json.dumps(record, indent=2).encode())
+        record = _merge_record(
+            record_path,
+            "attribute",
+            fresh=only == "both",
+            entry={
+                **worlds,
+                "command": command,
+                "model": {"channels": attribute.channels, "frames": frames},
+                "steps": attribute_steps,
+                "train_clips": len(train_set.videos),
+                "test_clips": len(test_set.videos),
+                "heldout_accuracy": attribute_metrics,
+                "seconds": round(time.perf_counter() - start),
+            },
+        )
         del train_set, test_set
 
     if only in ("both", "identity"):
@@ -119,13 +126,29 @@ def train_probes(
         identity_metrics = test_identity_retrieval(identity, test_crops)
         log(f"identity encoder held-out retrieval: {identity_metrics}")
         _save(identity, out / IDENTITY_FILE)
-        record["identity"] = {
-            "command": command,
-            "model": {"channels": identity.head.in_channels, "dim": identity.head.out_channels},
-            "steps": identity_steps,
-            "train_appearances": len(train_crops.identity_ids),
-            "heldout_retrieval": identity_metrics,
-            "seconds": round(time.perf_counter() - start),
-        }
-        write_bytes_atomic(record_path, json.dumps(record, indent=2).encode())
+        record = _merge_record(
+            record_path,
+            "identity",
+            fresh=False,
+            entry={
+                **worlds,
+                "command": command,
+                "model": {"channels": identity.head.in_channels, "dim": identity.head.out_channels},
+                "steps": identity_steps,
+                "train_appearances": len(train_crops.identity_ids),
+                "heldout_retrieval": identity_metrics,
+                "seconds": round(time.perf_counter() - start),
+            },
+        )
+    return record
+
+
+def _merge_record(path: Path, key: str, *, entry: dict, fresh: bool) -> dict:
+    """Set ``record[key] = entry`` in the record file as it is *now* (another run may have written it).
+
+    ``fresh`` starts a new record instead (a run that retrains both probes owns the whole file).
+    """
+    record = json.loads(path.read_text()) if path.is_file() and not fresh else {}
+    record[key] = entry
+    write_bytes_atomic(path, json.dumps(record, indent=2).encode())
     return record
