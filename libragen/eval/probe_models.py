@@ -46,6 +46,13 @@ def normalise_pixels(x: torch.Tensor) -> torch.Tensor:
     return x.movedim(-1, -3)
 
 
+def colour_distance(pixels: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """Squared distance of pixels (B, T, 3, *S) to query colours (B, Q, 3), both in [-1, 1] -> (B, Q, T, *S)."""
+    flat = pixels.flatten(3)[:, None]  # (B, 1, T, 3, N)
+    distance = ((flat - colours[:, :, None, :, None]) ** 2).sum(dim=3)
+    return distance.unflatten(-1, pixels.shape[3:])
+
+
 class AttributeProbe(nn.Module):
     """Query-conditioned video probe: presence + direction of a (colour, shape) subject, scene, count."""
 
@@ -114,9 +121,7 @@ class AttributeProbe(nn.Module):
         """
         b, t = video.shape[:2]
         pixels = F.adaptive_avg_pool2d(normalise_pixels(video.flatten(0, 1)), grid).unflatten(0, (b, t))
-        pixels = pixels.flatten(3)  # (B, T, 3, hw)
-        target = self.colour_rgb[colour]  # (B, Q, 3)
-        distance = ((pixels[:, None] - target[:, :, None, :, None]) ** 2).sum(dim=3)  # (B, Q, T, hw)
+        distance = colour_distance(pixels.flatten(3), self.colour_rgb[colour])  # (B, Q, T, hw)
         return -distance / (2 * self.colour_log_sigma.exp() ** 2)
 
     def silhouette(self, video: torch.Tensor, colour: torch.Tensor, frames: int = 4) -> torch.Tensor:
@@ -126,9 +131,7 @@ class AttributeProbe(nn.Module):
         wearing that colour; it carries the outline and nothing of the colour itself.
         """
         picks = torch.linspace(0, video.shape[1] - 1, min(frames, video.shape[1])).round().long()
-        pixels = normalise_pixels(video[:, picks])  # (B, F, 3, H, W)
-        target = self.colour_rgb[colour]  # (B, Q, 3)
-        distance = ((pixels[:, None] - target[:, :, None, :, None, None]) ** 2).sum(dim=3)  # (B, Q, F, H, W)
+        distance = colour_distance(normalise_pixels(video[:, picks]), self.colour_rgb[colour])  # (B, Q, F, H, W)
         return torch.exp(-distance / (2 * self.silhouette_log_sigma.exp() ** 2))
 
     def shape_logits(self, video: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
