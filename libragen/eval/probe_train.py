@@ -252,10 +252,9 @@ def train_identity_encoder(
 
 def _identities_by_look(identity_ids: np.ndarray) -> list[np.ndarray]:
     """Identity ids grouped by look (shape, colour, accent): within a group only the glyph differs."""
-    groups: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    groups: dict[str, list[int]] = defaultdict(list)
     for identity_id in identity_ids:
-        subject = identity(int(identity_id))
-        groups[(subject.shape, subject.colour, subject.accent)].append(int(identity_id))
+        groups[_look(int(identity_id))].append(int(identity_id))
     return [np.array(ids) for ids in groups.values()]
 
 
@@ -318,5 +317,6 @@ def test_identity_retrieval(model: IdentityEncoder, crops: IdentityCrops, seed: 
 
 
 def _look(identity_id: int) -> str:
+    """An identity's look, "shape/colour/accent": what text and outline show; the glyph is the rest."""
     subject = identity(int(identity_id))
     return f"{subject.shape}/{subject.colour}/{subject.accent}"
