@@ -87,6 +87,8 @@ def _slice_subjects(item: InputItem, info: VideoInfo, start_time: float, end_tim
         copy = dict(subject)
         copy["boxes"] = subject["boxes"][first:last]
         copy["visible_fraction"] = subject["visible_fraction"][first:last]
+        if subject.get("angles_deg") is not None:
+            copy["angles_deg"] = subject["angles_deg"][first:last]
         sliced.append(copy)
     return sliced, subjects
 

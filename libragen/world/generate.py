@@ -22,6 +22,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from libragen.core.config import dump_config
@@ -49,9 +50,11 @@ class WorldSummary:
 
 def _subject_rows(spec: ClipSpec, clip: RenderedClip) -> list[dict[str, Any]]:
     fractions = clip.visible_fraction
+    frames = clip.boxes.shape[1]
     rows = []
     for k, subject in enumerate(spec.subjects):
         ident = identity(subject.identity_id)
+        angles = np.rad2deg(subject.trajectory(max(spec.frames, frames))[3][:frames])
         rows.append(
             {
                 "ref_index": k + 1,
@@ -67,6 +70,7 @@ def _subject_rows(spec: ClipSpec, clip: RenderedClip) -> list[dict[str, Any]]:
                 "scale_change": subject.scale_change,
                 "boxes": [[float(v) for v in box] for box in clip.boxes[k]],
                 "visible_fraction": [float(v) for v in fractions[k]],
+                "angles_deg": [float(a) for a in angles],
             }
         )
     return rows

@@ -2,8 +2,9 @@
 
 Columns: clip id, relative mp4 path, split, stored size/frames/fps, scene, camera pan, Ref-tag
 caption and reference descriptions, identity ids, a ``subjects`` list (per subject: identity
-attributes, motion labels, per-frame boxes and visible fractions), inline bit-packed visible masks
-(:func:`decode_masks`), the injected defect and its parameters, and the file's SHA-256.
+attributes, motion labels, per-frame boxes, visible fractions and in-plane angles in degrees — the
+planned ones, exact on clean clips), inline bit-packed visible masks (:func:`decode_masks`), the
+injected defect and its parameters, and the file's SHA-256.
 
 The schema is fixed and written without timestamps, so the same seed gives a byte-identical file.
 """
@@ -36,6 +37,7 @@ SUBJECT_TYPE = pa.struct(
         ("scale_change", pa.string()),
         ("boxes", pa.list_(pa.list_(pa.float32(), 4))),
         ("visible_fraction", pa.list_(pa.float32())),
+        ("angles_deg", pa.list_(pa.float32())),
     ]
 )
 
