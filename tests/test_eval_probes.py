@@ -21,6 +21,7 @@ from libragen.eval.probe_data import load_identity_crops, load_probe_set
 from libragen.eval.probe_train import test_attribute_probe as measure_attributes
 from libragen.eval.probe_train import test_identity_retrieval as measure_retrieval
 from libragen.eval.probes import load_probes
+from libragen.eval.reader_train import test_identity_reader as measure_reader
 from libragen.eval.runner import read_meta
 from libragen.eval.world_meta import write_world_meta
 from libragen.world.config import WorldConfig
@@ -47,23 +48,28 @@ def meta(heldout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_shipped_record_holds_what_was_measured(probes) -> None:
     """Regression guard on the numbers measured right after training (libragen/eval/weights/probes.json).
 
-    Issue #3 asks for >= 0.95 on every attribute and on identity retrieval; the shipped attribute probe
-    reaches it on every head, the identity encoder not yet (0.73 top-1 over 258 identities): see the issue
-    note. The identity bound only stops the shipped weights from silently getting worse.
+    Issue #3 asks for >= 0.95 on every attribute and on identity retrieval. The attribute probe reaches it on
+    every head; the identity reader reaches 0.967 with an appearance's 4 windows and 0.935 from one window
+    (258 identities): see the issue note. The encoder (now only the locator) keeps its old bound.
     """
     accuracy = probes.record["attribute"]["heldout_accuracy"]
     for head in ("scene", "count", "direction", "colour", "shape", "presence"):
         assert accuracy[head] >= 0.95, (head, accuracy)
     retrieval = probes.record["identity"]["heldout_retrieval"]
     assert retrieval["identities"] >= 100 and retrieval["top1"] >= 0.7, retrieval
+    reading = probes.record["identity_reader"]["heldout_retrieval"]
+    assert reading["identities"] >= 100 and reading["top1_clip"] >= 0.95 and reading["top1"] >= 0.93, reading
+    assert reading["orientation_error_deg"] < 3.0, reading
 
 
 def test_probes_hold_up_on_a_fresh_heldout_set(probes, heldout: Path) -> None:
     accuracy = measure_attributes(probes.attribute, load_probe_set(heldout, probes.attribute.frames))
     for head in ("scene", "count", "direction", "colour", "shape", "presence"):
         assert accuracy[head] >= 0.92, (head, accuracy)
-    retrieval = measure_retrieval(probes.identity, load_identity_crops(heldout))
-    assert retrieval["top1"] >= 0.75, retrieval
+    crops = load_identity_crops(heldout)
+    assert measure_retrieval(probes.identity.locator, crops)["top1"] >= 0.75
+    reading = measure_reader(probes.identity.reader, crops)  # measured 0.961 / 1.000 over 52 identities
+    assert reading["top1"] >= 0.93 and reading["top1_clip"] >= 0.97, reading
 
 
 def test_prompt_swap_lowers_text_alignment(probes, heldout: Path, meta: Path) -> None:

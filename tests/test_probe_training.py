@@ -11,13 +11,17 @@ import torch
 from typer.testing import CliRunner
 
 from libragen.cli import app
-from libragen.eval.probe_data import rotate_reference, window_crop
+from libragen.eval.identity_reader import IdentityReader, IdentityReading, match_log_likelihood
+from libragen.eval.probe_data import load_identity_crops, rotate_reference, window_crop
 from libragen.eval.probe_models import AttributeProbe, IdentityEncoder
 from libragen.eval.probe_train import _hard_batch, _identities_by_look
 from libragen.eval.probes import load_probes
+from libragen.eval.reader_train import train_identity_reader
 from libragen.world.config import WorldConfig
 from libragen.world.generate import make_world
-from libragen.world.identity import COLOUR_NAMES, COLOURS, identity
+from libragen.world.identity import COLOUR_NAMES, COLOURS, glyph_bits, identity
+from libragen.world.manifest import read_manifest
+from libragen.world.plan import plan_world
 
 
 def _clip_with_square(rgb: tuple[int, int, int]) -> torch.Tensor:
@@ -97,18 +101,60 @@ def worlds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_train_probes_runs_share_one_record(worlds: tuple[Path, Path], tmp_path: Path) -> None:
-    """Two --only runs into one folder leave a record with both probes, loadable as shipped probes are."""
+    """Three --only runs into one folder leave a record with every probe, loadable as shipped probes are."""
     train, test = worlds
     base = ["eval", "train-probes", "--train-world", str(train), "--test-world", str(test), "--out", str(tmp_path)]
-    steps = ["--attribute-steps", "2", "--identity-steps", "2", "--threads", "1"]
-    for only in ("identity", "attribute"):
+    steps = ["--attribute-steps", "2", "--identity-steps", "2", "--reader-steps", "2", "--threads", "1"]
+    for only in ("identity", "reader", "attribute"):
         result = CliRunner().invoke(app, [*base, *steps, "--only", only])
         assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "probes.json").read_text())
-    for probe in ("identity", "attribute"):
+    for probe in ("identity", "identity_reader", "attribute"):
         assert record[probe]["train_world"] == str(train) and record[probe]["steps"] == 2, record[probe]
-    retrieval = record["identity"]["heldout_retrieval"]
-    assert {"top1", "top1_clip", "top1_same_look"} <= set(retrieval)
-    assert 0.0 <= retrieval["top1_same_look"] <= 1.0
+    for probe in ("identity", "identity_reader"):
+        retrieval = record[probe]["heldout_retrieval"]
+        assert {"top1", "top1_clip", "top1_same_look"} <= set(retrieval)
+        assert 0.0 <= retrieval["top1_same_look"] <= 1.0
+    assert 0.0 <= record["identity_reader"]["heldout_retrieval"]["orientation_error_deg"] <= 45.0
     probes = load_probes(tmp_path)
-    assert isinstance(probes.identity, IdentityEncoder) and probes.attribute.frames == 8
+    assert isinstance(probes.identity.locator, IdentityEncoder) and probes.attribute.frames == 8
+    assert isinstance(probes.identity.reader, IdentityReader)
+
+
+def test_manifest_records_the_angles_subjects_were_drawn_at(worlds: tuple[Path, Path]) -> None:
+    """angles_deg per frame equals the plan's trajectory: what the reader's orientation net learns from."""
+    train, _ = worlds
+    made = read_manifest(train)
+    plan = {spec.clip_id: spec for spec in plan_world(WorldConfig(), 24, seed=5, split="train")}
+    for row in made:
+        if row["defect"] is not None:
+            continue
+        for subject, spec in zip(row["subjects"], plan[row["clip_id"]].subjects, strict=True):
+            planned = np.rad2deg(spec.trajectory(row["num_frames"])[3])
+            assert np.allclose(subject["angles_deg"], planned, atol=1e-3)
+
+
+def _reading(glyphs: np.ndarray, shape: int = 0) -> IdentityReading:
+    """A confident reading of glyphs (N, 4, 4) with one shape / colour / accent."""
+    count = len(glyphs)
+    one_hot = lambda size: torch.nn.functional.one_hot(torch.full((count,), shape), size).float()  # noqa: E731
+    return IdentityReading(torch.from_numpy(glyphs * 0.96 + 0.02).float(), one_hot(8), one_hot(8), one_hot(4))
+
+
+def test_reader_matching_forgives_a_quarter_turn_but_not_another_glyph() -> None:
+    glyph, other = glyph_bits(5).astype(np.float32), glyph_bits(900).astype(np.float32)
+    gallery = _reading(np.stack([glyph, other]))
+    queries = _reading(np.stack([np.rot90(glyph, k) for k in range(4)]))
+    scores = match_log_likelihood(queries, gallery)
+    assert (scores.argmax(1) == 0).all()  # every quarter turn of the glyph finds it
+    assert torch.allclose(scores[:, 0], scores[0, 0])
+    mismatched_look = match_log_likelihood(_reading(glyph[None], shape=3), gallery.take(slice(0, 1)))
+    assert float(mismatched_look[0, 0]) < float(scores[0, 0]) - 5  # another shape costs as much as ~5 cells
+
+
+def test_reader_training_needs_recorded_angles(worlds: tuple[Path, Path]) -> None:
+    crops = load_identity_crops(worlds[0])
+    assert np.isfinite(crops.angles).all() and np.isfinite(crops.reference_angles).all()
+    crops.angles[0, 0] = np.nan  # as in a world made before manifests stored angles
+    with pytest.raises(ValueError, match="angles"):
+        train_identity_reader(crops, steps=1)

@@ -80,23 +80,29 @@ def train_probes_command(
     out: Annotated[Path, typer.Option(help="where the safetensors and probes.json go")] = WEIGHTS_DIR,
     attribute_steps: Annotated[int, typer.Option(min=1)] = 1500,
     identity_steps: Annotated[int, typer.Option(min=1)] = 1500,
+    reader_steps: Annotated[int, typer.Option(min=1)] = 2000,
     seed: Annotated[int, typer.Option()] = 0,
-    only: Annotated[str, typer.Option(help="both, attribute or identity")] = "both",
+    only: Annotated[str, typer.Option(help="all, attribute, identity (the locator) or reader")] = "all",
     threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default: every core)")] = None,
 ) -> None:
-    """Train the attribute probe and identity encoder on real clips; report held-out accuracy."""
+    """Train the attribute probe, identity encoder and identity reader on real clips; report held-out accuracy."""
     record = train_probes(
         train_world,
         test_world,
         out,
         attribute_steps=attribute_steps,
         identity_steps=identity_steps,
+        reader_steps=reader_steps,
         seed=seed,
         only=only,
         threads=threads,
         log=console.print,
     )
-    for name, key in (("attribute", "heldout_accuracy"), ("identity", "heldout_retrieval")):
+    for name, key in (
+        ("attribute", "heldout_accuracy"),
+        ("identity", "heldout_retrieval"),
+        ("identity_reader", "heldout_retrieval"),
+    ):
         if name in record:
             console.print(name, record[name][key])
     typer.echo(out)

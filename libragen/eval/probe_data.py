@@ -81,6 +81,8 @@ class IdentityCrops:
     references: np.ndarray  # (N, S, S, 3) uint8, S = window + 2 * context
     frames: np.ndarray  # (N, K, H, W, 3) uint8, other frames of the same clip
     boxes: np.ndarray  # (N, K, 4) the subject's box in those frames
+    reference_angles: np.ndarray  # (N,) the subject's in-plane angle (degrees) in the reference; NaN if unknown
+    angles: np.ndarray  # (N, K) its angle in the window frames; NaN when the world did not record angles
 
     def windows(self, index: np.ndarray, frame_pick: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """Encoder windows (len(index), S, S, 3) of the chosen frames, jittered when ``rng`` is given."""
@@ -101,15 +103,28 @@ def window_crop(frame: np.ndarray, box: np.ndarray, *, jitter: np.ndarray | None
     ``jitter`` = (dx, dy, scale[, degrees]), shifts in units of the box side, perturbs the window as a loose
     detector would, and turns it (subjects meet their references at other angles).
     """
-    window, context = IdentityEncoder.window, IdentityEncoder.context
-    x0, y0, x1, y1 = crop_box(box, frame.shape, margin=0.1)
-    cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0)
+    cx, cy, side = box_square(box, frame.shape)
     degrees = 0.0
     if jitter is not None:
         cx, cy, side = cx + jitter[0] * side, cy + jitter[1] * side, side * jitter[2]
         degrees = float(jitter[3]) if len(jitter) > 3 else 0.0
+    return square_crop(frame, cx, cy, side, degrees=degrees)
+
+
+def box_square(box: np.ndarray, frame_shape: tuple[int, ...]) -> tuple[float, float, float]:
+    """(centre x, centre y, side) of the square window around a subject box (+10 %, clipped to the frame)."""
+    x0, y0, x1, y1 = crop_box(box, frame_shape, margin=0.1)
+    return (x0 + x1) / 2, (y0 + y1) / 2, float(max(x1 - x0, y1 - y0))
+
+
+def square_crop(frame: np.ndarray, cx: float, cy: float, side: float, *, degrees: float = 0.0) -> np.ndarray:
+    """The square of ``side`` px centred on (cx, cy), turned by ``degrees``, scaled to ``window`` px + context.
+
+    Turning by a subject's own in-plane angle shows it upright.
+    """
+    window, context = IdentityEncoder.window, IdentityEncoder.context
     size = window + 2 * context
-    matrix = cv2.getRotationMatrix2D((float(cx), float(cy)), degrees, window / side)
+    matrix = cv2.getRotationMatrix2D((float(cx), float(cy)), float(degrees), window / side)
     matrix[:, 2] += (size / 2 - cx, size / 2 - cy)
     return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
 
@@ -140,7 +155,7 @@ def load_identity_crops(
     """Every well-visible subject appearance in the clean clips of a LibraWorld folder."""
     root = Path(world_dir)
     rows = [row for row in read_manifest(root) if row["defect"] is None]
-    ids, clips, refs, frames, boxes = [], [], [], [], []
+    ids, clips, refs, frames, boxes, angles = [], [], [], [], [], []
     for clip_index, row in enumerate(rows):
         video = read_video(root / row["path"])
         masks = decode_masks(row)
@@ -155,4 +170,15 @@ def load_identity_crops(
             refs.append(reference_crop(video[ref_t], masks[k, ref_t]))
             frames.append(video[window_ts])
             boxes.append(np.array(subject["boxes"])[window_ts])
-    return IdentityCrops(np.array(ids), np.array(clips), np.stack(refs), np.stack(frames), np.stack(boxes))
+            recorded = subject.get("angles_deg")  # absent in worlds made before angles were recorded
+            angles.append(np.array(recorded)[picks] if recorded else np.full(len(picks), np.nan))
+    angle_table = np.array(angles, dtype=np.float64).reshape(len(angles), frames_per_clip + 1)
+    return IdentityCrops(
+        np.array(ids),
+        np.array(clips),
+        np.stack(refs),
+        np.stack(frames),
+        np.stack(boxes),
+        angle_table[:, 0],
+        angle_table[:, 1:],
+    )

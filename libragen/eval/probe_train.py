@@ -284,16 +284,7 @@ def test_identity_retrieval(model: IdentityEncoder, crops: IdentityCrops, seed: 
     gallery cut to identities sharing the query's shape, colour and accent (the glyph alone decides).
     """
     rng = np.random.default_rng(seed)
-    gallery_rows, query_rows = [], []
-    for identity_id in np.unique(crops.identity_ids):
-        rows = np.flatnonzero(crops.identity_ids == identity_id)
-        clips = crops.clip_index[rows]
-        if len(np.unique(clips)) < 2:
-            continue
-        gallery = int(rows[0])
-        gallery_rows.append(gallery)
-        query_rows.extend(int(r) for r in rows if crops.clip_index[r] != crops.clip_index[gallery])
-    gallery_idx, query_idx = np.array(gallery_rows), np.array(query_rows)
+    gallery_idx, query_idx = gallery_and_queries(crops)
     gallery = model(torch.from_numpy(crops.references[gallery_idx]))
     frames = crops.frames.shape[1]
     windows = np.concatenate([crops.windows(query_idx, np.full(len(query_idx), k)) for k in range(frames)])
@@ -314,6 +305,20 @@ def test_identity_retrieval(model: IdentityEncoder, crops: IdentityCrops, seed: 
         ),
         "mean_same_look_identities": float(same_look.sum(1).mean()),
     }
+
+
+def gallery_and_queries(crops: IdentityCrops) -> tuple[np.ndarray, np.ndarray]:
+    """Retrieval protocol: the first appearance of each identity seen in >= 2 clips is its gallery
+    reference; its appearances in the other clips are the queries. Returns (gallery rows, query rows)."""
+    gallery_rows, query_rows = [], []
+    for identity_id in np.unique(crops.identity_ids):
+        rows = np.flatnonzero(crops.identity_ids == identity_id)
+        if len(np.unique(crops.clip_index[rows])) < 2:
+            continue
+        gallery = int(rows[0])
+        gallery_rows.append(gallery)
+        query_rows.extend(int(r) for r in rows if crops.clip_index[r] != crops.clip_index[gallery])
+    return np.array(gallery_rows, dtype=np.int64), np.array(query_rows, dtype=np.int64)
 
 
 def _look(identity_id: int) -> str:

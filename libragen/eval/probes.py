@@ -1,8 +1,9 @@
 """Shipped LibraWorld probes: where they live, how they were made, how to load and retrain them.
 
-``libragen/eval/weights/`` holds ``attribute_probe.safetensors``, ``identity_encoder.safetensors`` and
-``probes.json`` (the exact command, data seeds, step counts and the held-out accuracies measured right
-after training). :func:`train_probes` is what ``libragen eval train-probes`` runs.
+``libragen/eval/weights/`` holds ``attribute_probe.safetensors``, ``identity_encoder.safetensors`` (finds
+subjects), ``identity_reader.safetensors`` (reads who they are) and ``probes.json`` (the exact command, data
+seeds, step counts and the held-out accuracies measured right after training). :func:`train_probes` is what
+``libragen eval train-probes`` runs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from libragen.core.files import atomic_path, write_bytes_atomic
+from libragen.eval.consistency import IdentityProbe
+from libragen.eval.identity_reader import IdentityReader
 from libragen.eval.probe_data import load_identity_crops, load_probe_set
 from libragen.eval.probe_models import AttributeProbe, IdentityEncoder
 from libragen.eval.probe_train import (
@@ -27,11 +30,16 @@ from libragen.eval.probe_train import (
     train_attribute_probe,
     train_identity_encoder,
 )
+from libragen.eval.reader_train import test_identity_reader, train_identity_reader
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 ATTRIBUTE_FILE = "attribute_probe.safetensors"
 IDENTITY_FILE = "identity_encoder.safetensors"
+READER_FILE = "identity_reader.safetensors"
 RECORD_FILE = "probes.json"
+
+
+ONLY_CHOICES = ("all", "attribute", "identity", "reader")
 
 
 class ProbesMissing(FileNotFoundError):
@@ -41,7 +49,7 @@ class ProbesMissing(FileNotFoundError):
 @dataclass
 class Probes:
     attribute: AttributeProbe
-    identity: IdentityEncoder
+    identity: IdentityProbe
     record: dict
 
 
@@ -51,7 +59,7 @@ def _save(model: torch.nn.Module, path: Path) -> None:
 
 
 def load_probes(directory: str | os.PathLike[str] | None = None) -> Probes:
-    """Load both probes (default: the shipped ones) in eval mode."""
+    """Load the probes (default: the shipped ones) in eval mode; a folder without a reader gives ``reader=None``."""
     root = Path(directory) if directory is not None else WEIGHTS_DIR
     paths = [root / ATTRIBUTE_FILE, root / IDENTITY_FILE, root / RECORD_FILE]
     missing = [str(p) for p in paths if not p.is_file()]
@@ -60,9 +68,14 @@ def load_probes(directory: str | os.PathLike[str] | None = None) -> Probes:
     record = json.loads(paths[2].read_text())
     attribute = AttributeProbe(**record["attribute"]["model"])
     attribute.load_state_dict(load_file(str(paths[0])))
-    identity = IdentityEncoder(**record["identity"]["model"])
-    identity.load_state_dict(load_file(str(paths[1])))
-    return Probes(attribute.eval(), identity.eval(), record)
+    locator = IdentityEncoder(**record["identity"]["model"])
+    locator.load_state_dict(load_file(str(paths[1])))
+    reader = None
+    if (root / READER_FILE).is_file() and "identity_reader" in record:
+        reader = IdentityReader(**record["identity_reader"]["model"])
+        reader.load_state_dict(load_file(str(root / READER_FILE)))
+        reader.eval()
+    return Probes(attribute.eval(), IdentityProbe(locator.eval(), reader), record)
 
 
 def train_probes(
@@ -72,19 +85,20 @@ def train_probes(
     *,
     attribute_steps: int,
     identity_steps: int,
+    reader_steps: int = 2000,
     frames: int = 8,
     seed: int = 0,
-    only: str = "both",
+    only: str = "all",
     threads: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Train the probes on ``train_world`` clips, test on ``test_world`` clips, save weights + record.
 
-    ``only`` ("attribute" or "identity") retrains one probe and keeps the other's record entry; the
-    record is merged when each probe is saved, so two ``only`` runs may share ``out_dir`` at once.
+    ``only`` ("attribute", "identity" or "reader") retrains one probe and keeps the others' record entries;
+    the record is merged when each probe is saved, so several ``only`` runs may share ``out_dir`` at once.
     """
-    if only not in ("both", "attribute", "identity"):
-        raise ValueError(f"only must be both, attribute or identity, got {only!r}")
+    if only not in ONLY_CHOICES:
+        raise ValueError(f"only must be one of {', '.join(ONLY_CHOICES)}, got {only!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
@@ -93,7 +107,7 @@ def train_probes(
     command = " ".join(["libragen", *sys.argv[1:]])
     worlds = {"seed": seed, "train_world": str(train_world), "test_world": str(test_world)}
 
-    if only in ("both", "attribute"):
+    if only in ("all", "attribute"):
         start = time.perf_counter()
         train_set, test_set = load_probe_set(train_world, frames), load_probe_set(test_world, frames)
         log(f"attribute data: {len(train_set.videos)} train clips, {len(test_set.videos)} test clips")
@@ -104,7 +118,7 @@ def train_probes(
         record = _merge_record(
             record_path,
             "attribute",
-            fresh=only == "both",
+            fresh=only == "all",
             entry={
                 **worlds,
                 "command": command,
@@ -118,10 +132,14 @@ def train_probes(
         )
         del train_set, test_set
 
-    if only in ("both", "identity"):
+    crops = None
+    if only in ("all", "identity", "reader"):
+        crops = load_identity_crops(train_world), load_identity_crops(test_world)
+        log(f"identity data: {len(crops[0].identity_ids)} train appearances, {len(crops[1].identity_ids)} test")
+    if only in ("all", "identity"):
+        assert crops is not None
         start = time.perf_counter()
-        train_crops, test_crops = load_identity_crops(train_world), load_identity_crops(test_world)
-        log(f"identity data: {len(train_crops.identity_ids)} train appearances, {len(test_crops.identity_ids)} test")
+        train_crops, test_crops = crops
         identity = train_identity_encoder(train_crops, steps=identity_steps, seed=seed, log=log)
         identity_metrics = test_identity_retrieval(identity, test_crops)
         log(f"identity encoder held-out retrieval: {identity_metrics}")
@@ -137,6 +155,28 @@ def train_probes(
                 "steps": identity_steps,
                 "train_appearances": len(train_crops.identity_ids),
                 "heldout_retrieval": identity_metrics,
+                "seconds": round(time.perf_counter() - start),
+            },
+        )
+
+    if only in ("all", "reader"):
+        assert crops is not None
+        start = time.perf_counter()
+        reader = train_identity_reader(crops[0], steps=reader_steps, seed=seed, log=log)
+        reader_metrics = test_identity_reader(reader, crops[1])
+        log(f"identity reader held-out retrieval: {reader_metrics}")
+        _save(reader, out / READER_FILE)
+        record = _merge_record(
+            record_path,
+            "identity_reader",
+            fresh=False,
+            entry={
+                **worlds,
+                "command": command,
+                "model": {"widths": list(reader.widths)},
+                "steps": reader_steps,
+                "train_appearances": len(crops[0].identity_ids),
+                "heldout_retrieval": reader_metrics,
                 "seconds": round(time.perf_counter() - start),
             },
         )
