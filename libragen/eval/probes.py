@@ -144,20 +144,9 @@ def train_probes(
         identity_metrics = test_identity_retrieval(identity, test_crops)
         log(f"identity encoder held-out retrieval: {identity_metrics}")
         _save(identity, out / IDENTITY_FILE)
-        record = _merge_record(
-            record_path,
-            "identity",
-            fresh=False,
-            entry={
-                **worlds,
-                "command": command,
-                "model": {"channels": identity.head.in_channels, "dim": identity.head.out_channels},
-                "steps": identity_steps,
-                "train_appearances": len(train_crops.identity_ids),
-                "heldout_retrieval": identity_metrics,
-                "seconds": round(time.perf_counter() - start),
-            },
-        )
+        model = {"channels": identity.head.in_channels, "dim": identity.head.out_channels}
+        entry = _retrieval_entry(model, identity_steps, len(train_crops.identity_ids), identity_metrics, start)
+        record = _merge_record(record_path, "identity", fresh=False, entry={**worlds, "command": command, **entry})
 
     if only in ("all", "reader"):
         assert crops is not None
@@ -166,21 +155,24 @@ def train_probes(
         reader_metrics = test_identity_reader(reader, crops[1])
         log(f"identity reader held-out retrieval: {reader_metrics}")
         _save(reader, out / READER_FILE)
+        entry = _retrieval_entry(
+            {"widths": list(reader.widths)}, reader_steps, len(crops[0].identity_ids), reader_metrics, start
+        )
         record = _merge_record(
-            record_path,
-            "identity_reader",
-            fresh=False,
-            entry={
-                **worlds,
-                "command": command,
-                "model": {"widths": list(reader.widths)},
-                "steps": reader_steps,
-                "train_appearances": len(crops[0].identity_ids),
-                "heldout_retrieval": reader_metrics,
-                "seconds": round(time.perf_counter() - start),
-            },
+            record_path, "identity_reader", fresh=False, entry={**worlds, "command": command, **entry}
         )
     return record
+
+
+def _retrieval_entry(model: dict, steps: int, appearances: int, metrics: dict, start: float) -> dict:
+    """The record fields of an identity model: its config, training size and held-out retrieval."""
+    return {
+        "model": model,
+        "steps": steps,
+        "train_appearances": appearances,
+        "heldout_retrieval": metrics,
+        "seconds": round(time.perf_counter() - start),
+    }
 
 
 def _merge_record(path: Path, key: str, *, entry: dict, fresh: bool) -> dict:
