@@ -2,7 +2,8 @@
 
 The radar's four axes follow the paper's balance figure, each in [0, 1]:
 motion = dynamic degree (VBench rule), prompt following = text alignment, visual quality = the
-weight-free quality score, subject consistency = identity similarity (clipped at 0).
+weight-free quality score, subject consistency = the identity probe's score (trait agreement when
+a reader is loaded, else cosine similarity clipped at 0).
 """
 
 from __future__ import annotations
