@@ -120,6 +120,18 @@ def test_train_probes_runs_share_one_record(worlds: tuple[Path, Path], tmp_path:
     assert isinstance(probes.identity.locator, IdentityEncoder) and probes.attribute.frames == 8
     assert isinstance(probes.identity.reader, IdentityReader)
 
+    # a second, finer stage continues the reader and records where it started from
+    finer = tmp_path / "finer"
+    for name in ("attribute_probe.safetensors", "identity_encoder.safetensors", "probes.json"):
+        finer.mkdir(exist_ok=True)
+        (finer / name).write_bytes((tmp_path / name).read_bytes())
+    stage = ["--only", "reader", "--reader-init", str(tmp_path), "--reader-angle-noise", "4", "--reader-lr", "0.0005"]
+    result = CliRunner().invoke(app, [*base[:-1], str(finer), *steps, *stage])
+    assert result.exit_code == 0, result.output
+    entry = json.loads((finer / "probes.json").read_text())["identity_reader"]
+    assert entry["init"] == str(tmp_path) and entry["angle_noise"] == 4.0 and entry["init_record"]["steps"] == 2
+    assert isinstance(load_probes(finer).identity.reader, IdentityReader)
+
 
 def test_manifest_records_the_angles_subjects_were_drawn_at(worlds: tuple[Path, Path]) -> None:
     """angles_deg per frame equals the plan's trajectory: what the reader's orientation net learns from."""

@@ -81,6 +81,11 @@ def train_probes_command(
     attribute_steps: Annotated[int, typer.Option(min=1)] = 1500,
     identity_steps: Annotated[int, typer.Option(min=1)] = 1500,
     reader_steps: Annotated[int, typer.Option(min=1)] = 2000,
+    reader_init: Annotated[Path | None, typer.Option(help="probe folder whose identity reader to continue")] = None,
+    reader_lr: Annotated[float, typer.Option(min=0.0)] = 2e-3,
+    reader_angle_noise: Annotated[
+        float, typer.Option(min=0.0, help="degrees of angle error the reader trains with")
+    ] = 10.0,
     seed: Annotated[int, typer.Option()] = 0,
     only: Annotated[str, typer.Option(help="all, attribute, identity (the locator) or reader")] = "all",
     threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default: every core)")] = None,
@@ -93,6 +98,9 @@ def train_probes_command(
         attribute_steps=attribute_steps,
         identity_steps=identity_steps,
         reader_steps=reader_steps,
+        reader_init=reader_init,
+        reader_lr=reader_lr,
+        reader_angle_noise=reader_angle_noise,
         seed=seed,
         only=only,
         threads=threads,

@@ -86,6 +86,9 @@ def train_probes(
     attribute_steps: int,
     identity_steps: int,
     reader_steps: int = 2000,
+    reader_init: str | os.PathLike[str] | None = None,
+    reader_lr: float = 2e-3,
+    reader_angle_noise: float = 10.0,
     frames: int = 8,
     seed: int = 0,
     only: str = "all",
@@ -96,6 +99,7 @@ def train_probes(
 
     ``only`` ("attribute", "identity" or "reader") retrains one probe and keeps the others' record entries;
     the record is merged when each probe is saved, so several ``only`` runs may share ``out_dir`` at once.
+    ``reader_init`` (a probe folder) continues training that folder's identity reader.
     """
     if only not in ONLY_CHOICES:
         raise ValueError(f"only must be one of {', '.join(ONLY_CHOICES)}, got {only!r}")
@@ -151,15 +155,31 @@ def train_probes(
     if only in ("all", "reader"):
         assert crops is not None
         start = time.perf_counter()
-        reader = train_identity_reader(crops[0], steps=reader_steps, seed=seed, log=log)
+        init, init_record = None, {}
+        if reader_init is not None:
+            previous = load_probes(reader_init)
+            init = previous.identity.reader
+            if init is None:
+                raise ProbesMissing(f"{reader_init} holds no identity reader to continue from")
+            init_record = {"init": str(reader_init), "init_record": previous.record["identity_reader"]}
+        reader = train_identity_reader(
+            crops[0],
+            steps=reader_steps,
+            lr=reader_lr,
+            angle_noise=reader_angle_noise,
+            seed=seed,
+            init=init,
+            log=log,
+        )
         reader_metrics = test_identity_reader(reader, crops[1])
         log(f"identity reader held-out retrieval: {reader_metrics}")
         _save(reader, out / READER_FILE)
         entry = _retrieval_entry(
             {"widths": list(reader.widths)}, reader_steps, len(crops[0].identity_ids), reader_metrics, start
         )
+        settings = {"lr": reader_lr, "angle_noise": reader_angle_noise, **init_record}
         record = _merge_record(
-            record_path, "identity_reader", fresh=False, entry={**worlds, "command": command, **entry}
+            record_path, "identity_reader", fresh=False, entry={**worlds, "command": command, **entry, **settings}
         )
     return record
 

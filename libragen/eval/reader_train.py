@@ -84,9 +84,13 @@ def train_identity_reader(
     lr: float = 2e-3,
     angle_noise: float = 10.0,
     seed: int = 0,
+    init: IdentityReader | None = None,
     log: Log = print,
 ) -> IdentityReader:
-    """Train both nets of an :class:`IdentityReader` for ``steps`` steps (each step one batch for each)."""
+    """Train both nets of an :class:`IdentityReader` for ``steps`` steps (each step one batch for each).
+
+    ``init`` continues from a trained reader (e.g. a second, finer stage: lower ``lr`` and ``angle_noise``).
+    """
     if np.isnan(crops.angles).any() or np.isnan(crops.reference_angles).any():
         raise ValueError(
             "the identity reader trains on subject angles, and this world has none recorded (made before "
@@ -94,7 +98,7 @@ def train_identity_reader(
         )
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    reader = IdentityReader()
+    reader = init.train() if init is not None else IdentityReader()
     optimiser = torch.optim.AdamW(reader.parameters(), lr=lr, weight_decay=1e-4)
     schedule = warmup_cosine(optimiser, steps)
     start = time.perf_counter()
