@@ -48,9 +48,9 @@ def meta(heldout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_shipped_record_holds_what_was_measured(probes) -> None:
     """Regression guard on the numbers measured right after training (libragen/eval/weights/probes.json).
 
-    Issue #3 asks for >= 0.95 on every attribute and on identity retrieval. The attribute probe reaches it on
-    every head; the identity reader reaches 0.967 with an appearance's 4 windows and 0.935 from one window
-    (258 identities): see the issue note. The encoder (now only the locator) keeps its old bound.
+    Issue #3 asks for >= 0.95 on every attribute and on identity retrieval: the attribute probe reaches it on
+    every head, the identity reader 0.952 from one window and 0.975 from an appearance's 4 (258 identities).
+    The encoder (now only the locator) keeps its old bound.
     """
     accuracy = probes.record["attribute"]["heldout_accuracy"]
     for head in ("scene", "count", "direction", "colour", "shape", "presence"):
@@ -58,7 +58,7 @@ def test_shipped_record_holds_what_was_measured(probes) -> None:
     retrieval = probes.record["identity"]["heldout_retrieval"]
     assert retrieval["identities"] >= 100 and retrieval["top1"] >= 0.7, retrieval
     reading = probes.record["identity_reader"]["heldout_retrieval"]
-    assert reading["identities"] >= 100 and reading["top1_clip"] >= 0.95 and reading["top1"] >= 0.93, reading
+    assert reading["identities"] >= 100 and reading["top1_clip"] >= 0.95 and reading["top1"] >= 0.95, reading
     assert reading["orientation_error_deg"] < 3.0, reading
 
 
@@ -68,7 +68,7 @@ def test_probes_hold_up_on_a_fresh_heldout_set(probes, heldout: Path) -> None:
         assert accuracy[head] >= 0.92, (head, accuracy)
     crops = load_identity_crops(heldout)
     assert measure_retrieval(probes.identity.locator, crops)["top1"] >= 0.75
-    reading = measure_reader(probes.identity.reader, crops)  # measured 0.961 / 1.000 over 52 identities
+    reading = measure_reader(probes.identity.reader, crops)  # measured 0.961 / 0.989 over 52 identities
     assert reading["top1"] >= 0.93 and reading["top1_clip"] >= 0.97, reading
 
 

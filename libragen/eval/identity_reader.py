@@ -18,7 +18,7 @@ Reed–Muller code is closed under them) therefore look alike; among a gallery's
 is about one pair in 700.
 
 The trait net is read at all four quarter turns of the upright crop and its logits averaged (test-time
-augmentation; held-out top-1 0.901 -> 0.935). Both nets are small CNNs trained only on real clips
+augmentation; stage-1 weights: held-out top-1 0.901 -> 0.935). Both nets are small CNNs trained only on real clips
 (:func:`libragen.eval.reader_train.train_identity_reader`).
 """
 
