@@ -115,6 +115,10 @@ class IdentityReader(nn.Module):
             total += torch.cat([glyph, logits[:, GLYPH_CELLS:]], dim=1)
         return total / 4
 
+    def window_angles(self, frames: np.ndarray, squares: np.ndarray) -> np.ndarray:
+        """(N,) orientation estimates of N subject windows (see :meth:`read_windows`)."""
+        return self.angles(np.stack([square_crop(f, *s) for f, s in zip(frames, squares, strict=True)]))
+
     def read_references(self, references: Sequence[np.ndarray]) -> IdentityReading:
         """Read reference images as users give them (a subject on white, any size)."""
         if not len(references):
@@ -130,12 +134,17 @@ class IdentityReader(nn.Module):
             self.upright_logits(np.stack([rotate_reference(r, a) for r, a in zip(padded, angles, strict=True)]))
         )
 
-    def read_windows(self, frames: np.ndarray, squares: np.ndarray) -> IdentityReading:
-        """Read N subject windows: ``frames`` (N, H, W, 3), ``squares`` (N, 3) = centre x, centre y, side in px."""
+    def read_windows(
+        self, frames: np.ndarray, squares: np.ndarray, angles: np.ndarray | None = None
+    ) -> IdentityReading:
+        """Read N subject windows: ``frames`` (N, H, W, 3), ``squares`` (N, 3) = centre x, centre y, side in px.
+
+        ``angles`` are the orientation estimates when the caller already has them (:meth:`window_angles`).
+        """
         if not len(frames):
             return _reading(torch.zeros(0, TRAIT_OUTPUTS))
-        first = np.stack([square_crop(f, *s) for f, s in zip(frames, squares, strict=True)])
-        angles = self.angles(first)
+        if angles is None:
+            angles = self.window_angles(frames, squares)
         turned = [square_crop(f, *s, degrees=a) for f, s, a in zip(frames, squares, angles, strict=True)]
         return _reading(self.upright_logits(np.stack(turned)))
 

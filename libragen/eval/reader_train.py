@@ -145,7 +145,8 @@ def test_identity_reader(reader: IdentityReader, crops: IdentityCrops, seed: int
     flat_frames = crops.frames[query_rows].reshape(-1, *crops.frames.shape[2:])
     flat_boxes = crops.boxes[query_rows].reshape(-1, 4)
     squares = np.array([box_square(b, flat_frames.shape[1:]) for b in flat_boxes])
-    readings = reader.read_windows(flat_frames, squares)
+    angles = reader.window_angles(flat_frames, squares)
+    readings = reader.read_windows(flat_frames, squares, angles)
     scores = match_log_likelihood(readings, gallery).unflatten(0, (len(query_rows), frames))  # (Q, K, G)
     pick = np.random.default_rng(seed).integers(frames, size=len(query_rows))
     single = scores[torch.arange(len(query_rows)), torch.from_numpy(pick)]
@@ -161,7 +162,6 @@ def test_identity_reader(reader: IdentityReader, crops: IdentityCrops, seed: int
         "mean_same_look_identities": float(same_look.sum(1).float().mean()),
     }
     if not np.isnan(crops.angles).any():
-        first = np.stack([window_crop(f, b) for f, b in zip(flat_frames, flat_boxes, strict=True)])
-        error = (reader.angles(first) - crops.angles[query_rows].reshape(-1) + 45) % 90 - 45
+        error = (angles - crops.angles[query_rows].reshape(-1) + 45) % 90 - 45
         result["orientation_error_deg"] = float(np.median(np.abs(error)))
     return result
