@@ -3,7 +3,8 @@
 Prompts are the plain captions of a held-out-split LibraWorld folder (identities never seen in training,
 including the reserved shape-colour combinations). For each prompt the model samples one video (seed =
 prompt index); the evaluation probes read subject colour and motion direction, and VBench's dynamic
-degree is compared with the real clips of the same prompts, which are read the same way (probe ceiling).
+degree is compared with the real clips of the same prompts, which are read the same way (probe ceiling), and
+with those clips after a round trip through the model's latents (what its latent space can show at best).
 
     python benchmarks/vgfm_heldout.py --model libragen/models/weights/vgfm --world <heldout folder> --n 200
 
@@ -43,6 +44,13 @@ def montage(generated: list[np.ndarray], real: list[np.ndarray], path: Path, fra
     Image.fromarray(np.concatenate(rows, 0)).resize(
         (rows[0].shape[1] * 2, sum(r.shape[0] for r in rows) * 2), Image.NEAREST
     ).save(path)
+
+
+@torch.no_grad()
+def latent_round_trip(backbone, frames: np.ndarray) -> np.ndarray:
+    """A real clip encoded to the backbone's latents and decoded again: the best its latents can show."""
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2).float()[None] / 127.5 - 1
+    return to_uint8_frames(backbone.decode_video(backbone.encode_video(video.to(backbone.device))))[0]
 
 
 def main() -> None:
@@ -86,8 +94,10 @@ def main() -> None:
         for i, frames in enumerate(generated):
             write_video(Path(args.videos) / f"{i:04d}.mp4", frames, backbone.fps)
     real = [read_video(path) for _, path in items]
+    through_latents = [latent_round_trip(backbone, v) for v in real]
     gen_read = [read_prompt(probe, v, p, backbone.fps) for v, p in zip(generated, prompts, strict=True)]
     real_read = [read_prompt(probe, v, p, backbone.fps) for v, p in zip(real, prompts, strict=True)]
+    latent_read = [read_prompt(probe, v, p, backbone.fps) for v, p in zip(through_latents, prompts, strict=True)]
     result = {
         "command": "python " + " ".join(sys.argv),
         "machine": describe(),
@@ -101,6 +111,7 @@ def main() -> None:
         "seconds_per_video": seconds / len(prompts),
         "generated": summarise(gen_read),
         "real": summarise(real_read),
+        "real_through_latents": summarise(latent_read),
     }
     groups = {
         "1 subject": [i for i, r in enumerate(real_read) if len(r.colour_ok) == 1],

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from libragen.infer.sampler import Guidance, TextCFG, sample
-from libragen.models.libraworld import LibraWorldBackbone, LibraWorldBackboneConfig
+from libragen.models.libraworld import LibraWorldBackbone, LibraWorldBackboneConfig, preconditioned_velocity
 from libragen.models.mmdit import MMDiTConfig
 from libragen.models.rope import apply_rope, rope_angles
 
@@ -215,6 +215,34 @@ def test_pooled_latents_shapes_references_and_cache():
     plain = backbone.predict_velocity(latents, t, text, refs)
     cached = backbone.predict_velocity(latents, t, text, ref_cache=backbone.reference_cache(refs))
     assert plain.shape == latents.shape and torch.allclose(plain, cached, atol=1e-5)
+
+
+@pytest.mark.parametrize("t", [1e-4, 0.05, 0.5, 0.95, 1.0])
+def test_preconditioned_output_gives_the_true_velocity_and_skips_at_low_noise(t):
+    torch.manual_seed(0)
+    clean, noise, sigma = torch.randn(2, 3, 4, 8, 8).double() * 0.5, torch.randn(2, 3, 4, 8, 8).double(), 0.5
+    x_t = (1 - t) * clean + t * noise
+    timestep = torch.full((2,), t, dtype=torch.float64)
+    d = (1 - t) ** 2 * sigma**2 + t**2
+    ideal = (clean - (1 - t) * sigma**2 / d * x_t) / (t * sigma / d**0.5)  # EDM's F target
+    assert torch.allclose(preconditioned_velocity(x_t, timestep, ideal, sigma), noise - clean, atol=1e-8)
+    # a silent network (F = 0) gives the skip path alone: clean estimate x_t - t v = c_skip x_t, ~x_t at low noise
+    silent = preconditioned_velocity(x_t, timestep, torch.zeros_like(x_t), sigma)
+    assert torch.allclose(x_t - t * silent, (1 - t) * sigma**2 / d * x_t, atol=1e-8)
+    if t <= 0.05:
+        assert (x_t - t * silent - x_t).abs().max() <= 0.06 * x_t.abs().max()
+
+
+def test_preconditioned_backbone_samples_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    backbone = LibraWorldBackbone(tiny_config(prediction="preconditioned", latent_downsample=2)).eval()
+    latents, t, text, refs = inputs(backbone)
+    velocity = backbone.predict_velocity(latents, t, text, refs)
+    assert velocity.shape == latents.shape and torch.isfinite(velocity).all()
+    backbone.save(tmp_path / "m")
+    loaded = LibraWorldBackbone.load(tmp_path / "m").eval()
+    assert loaded.config.prediction == "preconditioned"
+    assert torch.allclose(velocity, loaded.predict_velocity(latents, t, text, refs))
 
 
 class ExactVelocity(LibraWorldBackbone):

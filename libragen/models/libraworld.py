@@ -1,14 +1,17 @@
-"""The LibraWorld backbone: MM-DiT on (pooled) pixel patches, MiniLM text, x-prediction.
+"""The LibraWorld backbone: MM-DiT on (pooled) pixel patches, MiniLM text, x- or preconditioned prediction.
 
-Why pixels and no VAE: a VAE would have to be trained first (CPU time we would rather spend on the
-denoiser). Token count, not latent size, sets the transformer's cost. The latent is the video itself,
-optionally average-pooled ``latent_downsample`` x (decoded by bilinear upsampling): a fixed, exact
-"autoencoder". Measured on LibraWorld (docs/results.md): 64 px latents with 2x16x16 patches (1536 values
-per token for a 256-wide transformer) gave patchwork samples after 1000 steps; 32 px latents with 2x8x8
-patches (384 values, same 128 tokens) keep scenes coherent at the same cost. The price is detail: the
-2-px identity glyphs blur. The network predicts the clean video and the velocity is derived from it (JiT,
-Li & He 2025: targets wider than the network are learnable as x, not as v or noise); trainers still see
-a velocity model, like every other backbone.
+Why pixels and no VAE: a VAE must be trained first, and on 2 CPU cores that is slow (a 2.7 M-parameter
+diffusers AutoencoderKL, 8x, reached 17 dB PSNR on LibraWorld frames after 5 minutes). Token count, not
+latent size, sets the transformer's cost. The latent is the video itself, optionally average-pooled
+``latent_downsample`` x (decoded by bilinear upsampling): a fixed, exact "autoencoder".
+
+What decides whether the transformer can learn: the values per token against its width. A token of
+2x8x8 patches of 32 px latents carries 384 values; a 192- or 256-wide network cannot even pass a clean
+input through (one-step x-prediction at t = 0.05 is 5x worse than returning x_t, measured), so samples
+stay noisy. Tokens narrower than the model (2x4x4 patches of 16 px latents: 96 values) avoid that.
+Outputs: ``x`` predicts the clean video (JiT), ``v`` the velocity, ``preconditioned`` the EDM form
+(clean estimate = c_skip x_t + c_out F: a correction at low noise, x0 at high noise); trainers always
+see a velocity model, like every other backbone.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from libragen.core.files import atomic_path
 from libragen.models.backbone import Backbone, References, TextBatch, spread_blocks
 from libragen.models.mmdit import MMDiT, MMDiTConfig, ReferenceCache, TokenLayout
 from libragen.models.text import MINILM_DIM, shared_minilm
+from libragen.models.upsampler import LatentUpsampler, UpsamplerConfig
+
+DECODER_WEIGHTS = "decoder.safetensors"
 
 
 class LibraWorldBackboneConfig(StrictModel):
@@ -38,9 +44,12 @@ class LibraWorldBackboneConfig(StrictModel):
     fps: float = Field(8.0, gt=0)
     patch: tuple[int, int, int] = (2, 16, 16)
     ref_size: int = Field(64, ge=8)
-    latent_downsample: int = Field(1, ge=1)  # pixels pooled f x f into the latent; decoding upsamples bilinearly
-    prediction: Literal["x", "v"] = "x"
+    latent_downsample: int = Field(1, ge=1)  # pixels pooled f x f into the latent
+    decoder: Literal["bilinear", "learned"] = "bilinear"  # learned: LatentUpsampler (libragen train decoder)
+    upsampler: UpsamplerConfig = UpsamplerConfig()
+    prediction: Literal["x", "v", "preconditioned"] = "x"
     x_pred_min_t: float = Field(0.05, gt=0, lt=1)
+    sigma_data: float = Field(0.5, gt=0)  # std of clean latents, for the preconditioned (EDM) output
     text_max_length: int = Field(64, ge=4)
     transformer: MMDiTConfig = MMDiTConfig()
 
@@ -52,6 +61,8 @@ class LibraWorldBackboneConfig(StrictModel):
         h, w, r = self.height // f, self.width // f, self.ref_size // f
         if self.frames % pt or h % ph or w % pw or r % ph or r % pw:
             raise ValueError(f"patch {self.patch} must divide the latent's frames/height/width/ref_size")
+        if self.decoder == "learned" and f == 1:
+            raise ValueError("a learned decoder needs pooled latents (latent_downsample >= 2)")
 
 
 class LibraWorldBackbone(Backbone):
@@ -69,6 +80,9 @@ class LibraWorldBackbone(Backbone):
             config.transformer.model_copy(update={"in_dim": patch_dim, "out_dim": patch_dim, "text_dim": MINILM_DIM})
         )
         f = config.latent_downsample
+        self.upsampler = None  # frozen, outside ``trainable``; trained on its own by ``libragen train decoder``
+        if config.decoder == "learned":
+            self.upsampler = LatentUpsampler(f, config.upsampler).requires_grad_(False)
         self.latent_shape = (3, config.frames, config.height // f, config.width // f)
         self.video_size = (config.frames, config.height, config.width)
         self.fps = config.fps
@@ -103,6 +117,8 @@ class LibraWorldBackbone(Backbone):
         video = latents.transpose(1, 2).clamp(-1, 1)
         if self.config.latent_downsample == 1:
             return video
+        if self.upsampler is not None:
+            return self.upsampler(video.flatten(0, 1)).unflatten(0, video.shape[:2]).clamp(-1, 1)
         _, height, width = self.video_size
         frames = torch.nn.functional.interpolate(
             video.flatten(0, 1), size=(height, width), mode="bilinear", align_corners=False
@@ -185,6 +201,8 @@ class LibraWorldBackbone(Backbone):
         out = self.unpatchify(out, tuple(latents.shape))
         if self.config.prediction == "v":
             return out
+        if self.config.prediction == "preconditioned":
+            return preconditioned_velocity(latents, timestep, out, self.config.sigma_data)
         t = timestep.clamp(min=self.config.x_pred_min_t).view(-1, *([1] * (latents.ndim - 1)))
         return (latents - out) / t  # x_t = (1 - t) x0 + t eps  =>  v = eps - x0 = (x_t - x0) / t
 
@@ -207,6 +225,8 @@ class LibraWorldBackbone(Backbone):
         }
         with atomic_path(folder / "model.safetensors") as tmp:
             save_file(state, str(tmp))
+        if self.upsampler is not None:
+            self.save_decoder(folder)
         with atomic_path(folder / "backbone.json") as tmp:
             tmp.write_text(json.dumps({"kind": self.kind, "config": self.config.model_dump(mode="json")}, indent=2))
 
@@ -217,7 +237,38 @@ class LibraWorldBackbone(Backbone):
         model = cls(LibraWorldBackboneConfig.model_validate(meta["config"]))
         state = {k: v.float() for k, v in load_file(str(folder / weights)).items()}
         model.transformer.load_state_dict(state)
+        if model.upsampler is not None:
+            decoder = folder / DECODER_WEIGHTS
+            if not decoder.is_file():
+                raise FileNotFoundError(f"{folder}: learned decoder named but {DECODER_WEIGHTS} missing")
+            model.upsampler.load_state_dict({k: v.float() for k, v in load_file(str(decoder)).items()})
         return model
+
+    def save_decoder(self, path: str | os.PathLike[str]) -> None:
+        """Write the learned decoder's weights (float32) into a backbone folder."""
+        if self.upsampler is None:
+            raise ValueError("this backbone decodes bilinearly; it has no learned decoder")
+        state = {k: v.detach().cpu().contiguous() for k, v in self.upsampler.state_dict().items()}
+        with atomic_path(Path(path) / DECODER_WEIGHTS) as tmp:
+            save_file(state, str(tmp))
+
+
+def preconditioned_velocity(
+    latents: torch.Tensor, timestep: torch.Tensor, output: torch.Tensor, sigma_data: float
+) -> torch.Tensor:
+    """Velocity from a network output ``F`` under EDM preconditioning (Karras et al. 2022) for rectified flow.
+
+    With x_t = (1 - t) x0 + t eps, the clean estimate is x0 = c_skip x_t + c_out F, where
+    D = (1 - t)^2 s^2 + t^2, c_skip = (1 - t) s^2 / D and c_out = t s / sqrt(D) (s = ``sigma_data``). At low
+    noise x0 ~ x_t, so the network only adds a correction (a plain x-prediction must pass every value of
+    its token through its narrower width, and cannot even copy a clean input); at high noise it predicts
+    x0 (low rank), which a v-prediction cannot. The velocity v = (x_t - x0) / t is written without the
+    division, so it is exact down to t = 0.
+    """
+    t = timestep.view(-1, *([1] * (latents.ndim - 1)))
+    s2 = sigma_data**2
+    d = (1 - t) ** 2 * s2 + t**2
+    return (t - (1 - t) * s2) / d * latents - sigma_data / d.sqrt() * output
 
 
 class _PixelRefCache:
