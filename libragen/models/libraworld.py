@@ -104,13 +104,13 @@ class LibraWorldBackbone(Backbone):
     def device(self) -> torch.device:
         return self.transformer.patch_in.weight.device
 
-    def _pool(self, images: torch.Tensor) -> torch.Tensor:
+    def pool_frames(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) pixels -> latent pixels (average of f x f blocks)."""
         f = self.config.latent_downsample
         return torch.nn.functional.avg_pool2d(images, f) if f > 1 else images
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        latents = self._pool(video.flatten(0, 1)).unflatten(0, video.shape[:2])
+        latents = self.pool_frames(video.flatten(0, 1)).unflatten(0, video.shape[:2])
         return latents.transpose(1, 2).contiguous()  # (B, T, 3, h, w) -> (B, 3, T, h, w): pixels are the latents
 
     def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
@@ -135,7 +135,7 @@ class LibraWorldBackbone(Backbone):
             ).unflatten(0, images.shape[:2])
         if mask is None:
             mask = torch.ones(images.shape[:2], dtype=torch.bool, device=images.device)
-        return References(self._pool(images.flatten(0, 1)).unflatten(0, images.shape[:2]), mask)
+        return References(self.pool_frames(images.flatten(0, 1)).unflatten(0, images.shape[:2]), mask)
 
     # -- patching -----------------------------------------------------------------------------
     def _layout(self, latents: torch.Tensor, refs: References | None) -> TokenLayout:

@@ -73,7 +73,7 @@ def train_decoder(
         raise ValueError(f"{clips} clips: need more than holdout_clips={config.holdout_clips}")
     train_clips = range(clips - config.holdout_clips)
     held = _frames(bank, range(clips - config.holdout_clips, clips))
-    held_latents = torch.nn.functional.avg_pool2d(held, factor)
+    held_latents = backbone.pool_frames(held)
 
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -90,7 +90,7 @@ def train_decoder(
             pick = torch.randint(len(train_clips) * frames_per_clip, (config.batch_frames,), generator=generator)
             clip, frame = pick // frames_per_clip, pick % frames_per_clip
             target = bank.batch(clip)[torch.arange(len(pick)), frame]
-            latents = torch.nn.functional.avg_pool2d(target, factor)
+            latents = backbone.pool_frames(target)
             latents = latents + config.latent_noise * torch.randn(latents.shape, generator=generator)
             loss = (decoder(latents) - target).abs().mean()
             if not torch.isfinite(loss):
