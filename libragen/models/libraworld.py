@@ -227,7 +227,11 @@ class LibraWorldBackbone(Backbone):
             save_file(state, str(tmp))
         if self.upsampler is not None:
             self.save_decoder(folder)
-        with atomic_path(folder / "backbone.json") as tmp:
+        self.save_meta(folder)
+
+    def save_meta(self, path: str | os.PathLike[str]) -> None:
+        """Write ``backbone.json`` (kind and config) into a backbone folder."""
+        with atomic_path(Path(path) / "backbone.json") as tmp:
             tmp.write_text(json.dumps({"kind": self.kind, "config": self.config.model_dump(mode="json")}, indent=2))
 
     @classmethod

@@ -89,7 +89,7 @@ def train_decoder(
                 group["lr"] = lr
             pick = torch.randint(len(train_clips) * frames_per_clip, (config.batch_frames,), generator=generator)
             clip, frame = pick // frames_per_clip, pick % frames_per_clip
-            target = bank.batch(clip)[torch.arange(len(pick)), frame]
+            target = torch.from_numpy(bank.frames[clip.numpy(), frame.numpy()]).permute(0, 3, 1, 2).float() / 127.5 - 1
             latents = backbone.pool_frames(target)
             latents = latents + config.latent_noise * torch.randn(latents.shape, generator=generator)
             loss = (decoder(latents) - target).abs().mean()
@@ -110,10 +110,7 @@ def train_decoder(
     backbone.config = backbone.config.model_copy(update={"decoder": "learned", "upsampler": config.upsampler})
     backbone.upsampler = decoder.requires_grad_(False)
     backbone.save_decoder(folder)
-    meta = json.loads((folder / "backbone.json").read_text())
-    meta["config"] = backbone.config.model_dump(mode="json")
-    with atomic_path(folder / "backbone.json") as tmp:
-        tmp.write_text(json.dumps(meta, indent=2))
+    backbone.save_meta(folder)
     record = {"command": " ".join(["libragen", *sys.argv[1:]]), "config": config.model_dump(mode="json"), **result}
     with atomic_path(folder / "decoder.json") as tmp:
         tmp.write_text(json.dumps(record, indent=2))
