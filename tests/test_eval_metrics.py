@@ -14,7 +14,7 @@ from libragen.core.video import read_video, write_video
 from libragen.eval.alignment import parse_prompt
 from libragen.eval.copypaste import copy_paste_score
 from libragen.eval.gsb import automatic_judge, export_side_by_side, gsb_from_choices, gsb_ratio
-from libragen.eval.motion import dynamic_threshold, motion_scores
+from libragen.eval.motion import dynamic_threshold, motion_scores, top_flow
 from libragen.eval.quality import quality_scores
 from libragen.eval.realism import frechet_distance
 from libragen.world.manifest import decode_masks
@@ -35,6 +35,14 @@ def test_dynamic_threshold_follows_vbench() -> None:
     assert dynamic_threshold(256, 256, 8) == pytest.approx(6.0)
     assert dynamic_threshold(64, 128, 8) == pytest.approx(1.5)
     assert dynamic_threshold(64, 64, 4) == pytest.approx(3.0)  # low fps: larger motion needed
+
+
+def test_top_flow_pair_step_measures_every_kth_pair(real_clips) -> None:
+    every = top_flow(real_clips[0])
+    third = top_flow(real_clips[0], pair_step=3)
+    assert len(third[0]) == 5 and np.allclose(third[0], every[0][::3]) and np.allclose(third[1], every[1][::3])
+    with pytest.raises(ValueError, match="pair_step"):
+        top_flow(real_clips[0], pair_step=0)
 
 
 def test_real_clips_beat_time_shuffled_and_frozen(real_clips) -> None:

@@ -157,3 +157,22 @@ def test_write_is_atomic_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         write_video(target, _indexed_frames(3), fps=8)
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.mp4"]
+
+
+def test_read_video_and_info_is_probe_plus_read_in_one_open(clip24: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened = []
+    real_open = av.open
+    monkeypatch.setattr(video.av, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    info, frames = video.read_video_and_info(clip24, fps=8, max_short_side=24, threads=1)
+    assert len(opened) == 1
+    monkeypatch.undo()
+    assert info == probe_video(clip24)
+    assert np.array_equal(frames, read_video(clip24, fps=8, size=24))
+    # never enlarged, fps capped at the source's
+    info, frames = video.read_video_and_info(clip24, fps=100, max_short_side=480)
+    assert frames.shape == (30, 48, 64, 3)
+    assert np.array_equal(frames, read_video(clip24))
+
+
+def test_decoder_threads_do_not_change_pixels(clip24: Path) -> None:
+    assert np.array_equal(read_video(clip24, size=24, threads=1), read_video(clip24, size=24))

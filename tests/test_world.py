@@ -16,6 +16,7 @@ from libragen.world.identity import (
     NUM_GLYPHS,
     NUM_IDENTITIES,
     RESERVED_COMBOS,
+    SHAPES,
     glyph_bits,
     identity,
     is_heldout,
@@ -177,3 +178,26 @@ def test_other_sizes_render(tmp_path: Path) -> None:
     config = WorldConfig(width=96, height=48, frames=8, defect_rate=1.0)
     summary = make_world(config, 14, tmp_path, seed=2, workers=1)
     assert summary.clips == 14 and sum(summary.defects.values()) == 14
+
+
+@pytest.mark.parametrize("shape_index", range(len(SHAPES)))
+def test_sprite_window_misses_no_pixel(shape_index: int) -> None:
+    """The rasteriser only works in a window around the subject: the same subject drawn in a larger frame
+    (shifted by the margin) must give exactly the same pixels, including near and across the frame edge."""
+    from libragen.world.sprite import render_subject
+
+    ident = next(identity(i) for i in range(400) if identity(i).shape == SHAPES[shape_index])
+    frames = 6
+    cx = np.array([-6.0, 3.0, 30.0, 61.0, 70.0, 32.0])  # partly outside on both sides
+    cy = np.array([32.0, -4.0, 30.0, 66.0, 10.0, 32.0])
+    radius = np.array([9.0, 12.0, 7.5, 10.0, 14.0, 40.0])  # the last one is larger than the frame
+    angle = np.linspace(0, 3, frames)
+    alpha, rgb = render_subject(ident, cx, cy, radius, angle, 64, 64)
+    margin = 80
+    big_alpha, big_rgb = render_subject(
+        ident, cx + margin, cy + margin, radius, angle, 64 + 2 * margin, 64 + 2 * margin
+    )
+    inner = (slice(None), slice(margin, margin + 64), slice(margin, margin + 64))
+    assert np.abs(alpha - big_alpha[inner]).max() < 1e-5
+    assert np.abs(rgb * alpha[..., None] - (big_rgb * big_alpha[..., None])[inner]).max() < 1e-5
+    assert alpha[:5].sum() > 0 and (alpha[5] > 0.99).mean() > 0.3  # visible; the huge one covers much of it

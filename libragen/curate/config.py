@@ -33,6 +33,9 @@ class CurateConfig(StrictModel):
 
     # motion (optical flow on the analysis frames)
     static_max_motion: float = Field(0.3, ge=0, description="mean top-5% flow (px/frame) below which a clip is static")
+    flow_pair_step: int = Field(
+        2, ge=1, description="optical flow on every k-th consecutive frame pair (1 = all; 2 halves the cost)"
+    )
     min_flicker: float = Field(0.85, description="VBench temporal-flicker score below which a clip flickers")
 
     # picture quality

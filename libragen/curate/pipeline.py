@@ -33,7 +33,7 @@ from libragen.curate.probes import luma
 from libragen.curate.process import marker_path, process_item
 from libragen.curate.schema import CURATED_NAME, CURATED_SCHEMA
 
-BLOCKS_PER_WORKER = 8
+BLOCKS_PER_WORKER = 4
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,8 @@ def _run_pending(
     def work(batch: dict[str, np.ndarray]) -> dict[str, list]:
         config_in_worker = CurateConfig.model_validate_json(config_json)
         keys = [str(key) for key in batch["key"]]
-        counts = [len(process_item(by_key[key], config_in_worker, out, context)) for key in keys]
+        # Each task holds one CPU (num_cpus=1 below), so its decoder gets one thread: N workers use N cores.
+        counts = [len(process_item(by_key[key], config_in_worker, out, context, decode_threads=1)) for key in keys]
         return {"key": keys, "records": counts}
 
     # A few blocks per worker: enough to balance load, few enough that Ray's per-task cost stays small.

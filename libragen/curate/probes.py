@@ -4,7 +4,8 @@ Every probe reads the same frames (decoded once at ``analysis_size``/``analysis_
 
 * ``hsv_changes`` — per frame pair, mean absolute change of H, S and V (PySceneDetect's ContentDetector
   measure, 0-255 scale); :func:`find_cuts` marks pairs that are large *and* outliers for the clip.
-* ``motion`` — mean over pairs of the top-5 % optical-flow magnitude (px/frame); ``flicker`` — VBench's score.
+* ``motion`` — mean over frame pairs (every ``flow_pair_step``-th) of the top-5 % optical-flow magnitude
+  (px/frame); ``flicker`` — VBench's score.
 * ``edge_strength`` — how crisp the crispest edges are (judges blur); Laplacian ``sharpness`` comes with the
   quality scores;
   ``blockiness`` — luma gradient across 8-px block edges over
@@ -145,7 +146,8 @@ def subject_scores(boxes: np.ndarray, visible_fraction: np.ndarray, frame_area: 
 
 def clip_scores(frames: np.ndarray, config: CurateConfig) -> dict[str, float]:
     """Every pixel probe of one clip or shot (container and subject scores are added by the caller)."""
-    top_means, amplitudes = top_flow(frames) if len(frames) >= 2 else (np.zeros(1), np.zeros(1))
+    pairs = top_flow(frames, config.flow_pair_step) if len(frames) >= 2 else (np.zeros(1), np.zeros(1))
+    top_means, amplitudes = pairs
     bars = letterbox(frames, config.letterbox_max_luma)
     return {
         "letterbox": bars,

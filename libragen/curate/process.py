@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from libragen.core.files import sha256_file, write_bytes_atomic
-from libragen.core.video import VideoInfo, VideoReadError, probe_video, read_video, write_video
+from libragen.core.video import VideoInfo, VideoReadError, read_video, read_video_and_info, write_video
 from libragen.curate.config import CurateConfig
 from libragen.curate.inputs import InputItem, looks_like_container
 from libragen.curate.probes import clip_scores, find_cuts, hsv_changes, judge, order_reasons, phash, subject_scores
@@ -93,39 +93,50 @@ def _slice_subjects(item: InputItem, info: VideoInfo, start_time: float, end_tim
     return sliced, subjects
 
 
-def _shot_file(item: InputItem, info: VideoInfo, start: float, end: float, target: Path) -> Path:
+def _shot_file(item: InputItem, info: VideoInfo, start: float, end: float, target: Path, threads: int | None) -> Path:
     """Re-encode the shot [start, end) seconds of the source at its native size."""
-    frames = read_video(item.path, start=start, max_frames=max(1, round((end - start) * (info.fps or 8.0))))
+    frames = read_video(
+        item.path, start=start, max_frames=max(1, round((end - start) * (info.fps or 8.0))), threads=threads
+    )
     height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
     return write_video(target, np.ascontiguousarray(frames[:, :height, :width]), info.fps or 8.0)
 
 
 def process_item(
-    item: InputItem, config: CurateConfig, out_dir: str | os.PathLike[str], context: dict[str, str]
+    item: InputItem,
+    config: CurateConfig,
+    out_dir: str | os.PathLike[str],
+    context: dict[str, str],
+    *,
+    decode_threads: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Score one input into curated rows and commit them as its marker file."""
+    """Score one input into curated rows and commit them as its marker file.
+
+    ``decode_threads`` caps the video decoder's threads (None: one per core); OpenCV always runs on one.
+    """
     cv2.setNumThreads(1)
     out = Path(out_dir)
-    records = _records(item, config, out, context)
+    records = _records(item, config, out, context, decode_threads)
     write_bytes_atomic(marker_path(out, item.key), json.dumps(records).encode())
     return records
 
 
-def _records(item: InputItem, config: CurateConfig, out: Path, context: dict[str, str]) -> list[dict[str, Any]]:
+def _records(
+    item: InputItem, config: CurateConfig, out: Path, context: dict[str, str], threads: int | None
+) -> list[dict[str, Any]]:
     base = _base_record(item, context)
     size = os.path.getsize(item.path)
     if size > config.max_file_bytes:
         return [{**base, "reasons": ["too_large"], "scores": {"file_bytes": float(size)}}]
     try:
-        info = probe_video(item.path)
-        short = min(info.width, info.height)
-        analysis_fps = min(config.analysis_fps, info.fps) if info.fps > 0 else config.analysis_fps
-        frames = read_video(
+        info, frames = read_video_and_info(
             item.path,
-            fps=analysis_fps,
-            size=None if short <= config.analysis_size else config.analysis_size,
+            fps=config.analysis_fps,
+            max_short_side=config.analysis_size,
             max_frames=config.max_analysis_frames,
+            threads=threads,
         )
+        analysis_fps = min(config.analysis_fps, info.fps) if info.fps > 0 else config.analysis_fps
     except VideoReadError as error:
         return [{**base, "reasons": [_unreadable_reason(item.path, error)]}]
 
@@ -165,7 +176,8 @@ def _records(item: InputItem, config: CurateConfig, out: Path, context: dict[str
             reasons = order_reasons([*reasons, "no_subject"])
         if len(bounds) > 2:
             clip_id = f"{item.source_id}#shot{shot}"
-            path = _shot_file(item, info, start_time, end_time, out / CLIPS_DIR / f"{item.key}_shot{shot}.mp4")
+            target = out / CLIPS_DIR / f"{item.key}_shot{shot}.mp4"
+            path = _shot_file(item, info, start_time, end_time, target, threads)
         else:
             clip_id, path = item.source_id, Path(item.path)
         records.append(

@@ -79,13 +79,19 @@ def motion_smoothness(frames: np.ndarray) -> float:
     return float(1.0 - np.mean(errors))
 
 
-def top_flow(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame pair: mean of the top 5 % flow magnitudes, and the OpenS2V amplitude (width-16 maps)."""
+def top_flow(frames: np.ndarray, pair_step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame pair: mean of the top 5 % flow magnitudes, and the OpenS2V amplitude (width-16 maps).
+
+    ``pair_step`` k > 1 measures only the consecutive pairs (0, 1), (k, k + 1), … — still frame-to-frame
+    motion, k times cheaper, for callers that only need its mean.
+    """
     frames = _check(frames)
+    if pair_step < 1:
+        raise ValueError(f"pair_step must be >= 1, got {pair_step}")
     height, width = frames.shape[1:3]
     small_h = max(1, round(16 * height / width))
     top_means, amplitudes = [], []
-    for a, b in pairwise(frames):
+    for a, b in list(pairwise(frames))[::pair_step]:
         flow = optical_flow(a, b)
         magnitude = np.linalg.norm(flow, axis=-1).ravel()
         top = np.sort(magnitude)[-max(1, int(0.05 * magnitude.size)) :]

@@ -43,8 +43,8 @@ FILE_DEFECTS: frozenset[str] = frozenset({"truncated", "zero_bytes", "not_video"
 class WorldConfig(StrictModel):
     """Everything that shapes a LibraWorld set besides ``n``, ``seed`` and ``split``."""
 
-    width: int = Field(64, ge=32, le=1024, description="frame width in pixels (even)")
-    height: int = Field(64, ge=32, le=1024, description="frame height in pixels (even)")
+    width: int = Field(64, ge=32, le=2048, description="frame width in pixels (even)")
+    height: int = Field(64, ge=32, le=2048, description="frame height in pixels (even)")
     frames: int = Field(16, ge=8, le=256, description="frames per clip")
     fps: float = Field(8.0, gt=0, le=120, description="frames per second of the written mp4")
     subject_count_weights: tuple[float, float, float, float] = Field(

@@ -13,6 +13,7 @@ import numpy as np
 from libragen.world.identity import Identity
 
 _GLYPH_HALF = 0.40  # half-width of the 4x4 glyph square, in units of the subject radius
+_REACH = 1.45  # every outline lies within this many radii of the centre (square corners: 0.88 x sqrt 2)
 
 
 def _polygon_radius(phi: np.ndarray, sides: int, rotation: float) -> np.ndarray:
@@ -58,12 +59,21 @@ def render_subject(
     """Render one subject over T frames.
 
     ``cx, cy, radius, angle`` have shape (T,): centre in pixels, radius in pixels, rotation in
-    radians. Returns ``(alpha, rgb)`` with shapes (T, H, W) and (T, H, W, 3), floats in [0, 1].
+    radians. Returns ``(alpha, rgb)`` with shapes (T, H, W) and (T, H, W, 3), floats in [0, 1];
+    both are 0 outside the subject's outline. Only a window around the subject is rasterised
+    (the same per-pixel arithmetic as a full-frame pass, so the result is identical, only faster
+    on large frames).
     """
-    ys = np.arange(height, dtype=np.float32) + 0.5
-    xs = np.arange(width, dtype=np.float32) + 0.5
-    dx = xs[None, None, :] - cx[:, None, None].astype(np.float32)
-    dy = ys[None, :, None] - cy[:, None, None].astype(np.float32)
+    count = len(cx)
+    reach = _REACH * np.asarray(radius, np.float64) + 2.0  # no shape's outline or rim extends further
+    win_w = min(width, int(np.ceil(2 * reach.max())) + 1)
+    win_h = min(height, int(np.ceil(2 * reach.max())) + 1)
+    left = np.clip(np.floor(np.asarray(cx, np.float64) - reach), 0, width - win_w).astype(np.int64)
+    top = np.clip(np.floor(np.asarray(cy, np.float64) - reach), 0, height - win_h).astype(np.int64)
+    xs = (left[:, None] + np.arange(win_w)[None, :]).astype(np.float32) + 0.5  # (T, win_w) pixel centres
+    ys = (top[:, None] + np.arange(win_h)[None, :]).astype(np.float32) + 0.5
+    dx = xs[:, None, :] - cx[:, None, None].astype(np.float32)
+    dy = ys[:, :, None] - cy[:, None, None].astype(np.float32)
     cos_a = np.cos(angle)[:, None, None].astype(np.float32)
     sin_a = np.sin(angle)[:, None, None].astype(np.float32)
     rad = radius[:, None, None].astype(np.float32)
@@ -88,7 +98,15 @@ def render_subject(
     lit = np.zeros_like(inside_glyph)
     lit[inside_glyph] = glyph[cell_v[inside_glyph], cell_u[inside_glyph]]
     rgb = np.where(lit[..., None], accent[None, None, None, :], rgb)
-    return alpha, np.clip(rgb, 0.0, 1.0)
+    rgb = np.clip(rgb, 0.0, 1.0) * (alpha > 0)[..., None]
+
+    full_alpha = np.zeros((count, height, width), np.float32)
+    full_rgb = np.zeros((count, height, width, 3), np.float32)
+    for t in range(count):
+        rows, cols = slice(top[t], top[t] + win_h), slice(left[t], left[t] + win_w)
+        full_alpha[t, rows, cols] = alpha[t]
+        full_rgb[t, rows, cols] = rgb[t]
+    return full_alpha, full_rgb
 
 
 def render_portrait(ident: Identity, size: int = 64, background: float = 1.0) -> np.ndarray:
