@@ -18,8 +18,10 @@ import pytest
 from libragen.core.video import read_video, write_video
 from libragen.curate.config import CurateConfig
 from libragen.curate.dedup import duplicate_groups
+from libragen.curate.inputs import list_inputs
 from libragen.curate.pipeline import run_curation
 from libragen.curate.probes import find_cuts, hsv_changes, judge, letterbox, phash, text_fraction
+from libragen.curate.process import process_item
 from libragen.curate.report import write_report
 from libragen.curate.schema import CURATED_NAME
 
@@ -202,3 +204,21 @@ def test_bad_input_argument_is_a_clear_error(tmp_path: Path, bad: str) -> None:
         text=True,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and str(target) in proc.stderr
+
+
+def test_cut_source_is_split_into_shot_files_with_the_right_frames(tmp_path: Path) -> None:
+    """A 24 fps source with a hard cut at 1.0 s: two shot files, each holding exactly its own frames."""
+    frames = np.empty((44, 48, 64, 3), np.uint8)
+    frames[:24], frames[24:] = (30, 60, 200), (220, 140, 30)  # two scenes
+    frames[:, 10:20, :] = (np.arange(44) % 24 * 10 + 10)[:, None, None, None]  # a band that tells the frame index
+    source = write_video(tmp_path / "src" / "cut.mp4", frames, fps=24, crf=10)
+    item = list_inputs(tmp_path / "src")[0]
+    records = process_item(item, CurateConfig(), tmp_path / "out", {"config_hash": "t", "code_version": "t"})
+    assert [r["clip_id"] for r in records] == ["cut.mp4#shot0", "cut.mp4#shot1"]
+    assert [(r["start_frame"], r["end_frame"]) for r in records] == [(0, 24), (24, 44)]
+    for record, (first, last) in zip(records, [(0, 24), (24, 44)], strict=True):
+        shot = read_video(tmp_path / "out" / record["path"])
+        assert len(shot) == last - first
+        assert np.abs(shot[:, 12:18].mean(axis=(1, 2, 3)) - (np.arange(first, last) % 24 * 10 + 10)).max() < 4
+        assert np.abs(shot[:, 30:].astype(int) - frames[first:last, 30:]).mean() < 3
+    assert read_video(source).shape == frames.shape  # the source is left as it was

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -240,6 +241,77 @@ def read_video_and_info(
     return info, np.stack(frames)
 
 
+class VideoWriter:
+    """Stream RGB uint8 frames (H, W, 3) into an H.264 mp4 that appears atomically when closed.
+
+    ``with VideoWriter(path, fps) as writer: writer.write(frame)`` — memory stays one frame however long
+    the video; an exception inside the block leaves no file (nor a half-written one). The first frame fixes
+    the size (even width and height, yuv420p). ``crf``/``preset``/``qp`` as in :func:`write_video`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: float,
+        *,
+        crf: int = 18,
+        preset: str = "veryfast",
+        qp: int | None = None,
+    ) -> None:
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.path = Path(path)
+        self._rate = Fraction(fps).limit_denominator(1001) if not float(fps).is_integer() else int(fps)
+        self._options = {"preset": preset, **({"qp": str(qp)} if qp is not None else {"crf": str(crf)})}
+        self._files = ExitStack()
+        self._tmp = self._files.enter_context(atomic_path(self.path))
+        self._container = self._files.enter_context(av.open(str(self._tmp), mode="w", format="mp4"))
+        self._stream = None
+        self.frames = 0
+
+    def write(self, array: np.ndarray) -> None:
+        array = np.asarray(array)
+        if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
+            raise ValueError(f"a frame must be (H, W, 3) uint8, got {array.shape} {array.dtype}")
+        height, width = array.shape[:2]
+        if self._stream is None:
+            if width % 2 or height % 2:
+                raise ValueError(f"H.264 yuv420p needs even width and height, got {width}x{height}")
+            self._stream = self._container.add_stream("libx264", rate=self._rate)
+            self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
+            self._stream.codec_context.thread_count = 1  # the same frames always give the same bytes
+            self._stream.options = self._options
+        elif (width, height) != (self._stream.width, self._stream.height):
+            raise ValueError(
+                f"frame size {width}x{height} differs from the first {self._stream.width}x{self._stream.height}"
+            )
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+        self._container.mux(self._stream.encode(frame))
+        self.frames += 1
+
+    def close(self) -> Path:
+        """Flush the encoder and move the file into place."""
+        if self._stream is None:
+            self.abort()
+            raise ValueError(f"{self.path}: no frames were written")
+        self._container.mux(self._stream.encode())
+        self._files.close()
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the partial file."""
+        self._files.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def write_video(
     path: str | os.PathLike[str],
     frames: np.ndarray | Sequence[np.ndarray],
@@ -263,19 +335,7 @@ def write_video(
     height, width = frames.shape[1:3]
     if width % 2 or height % 2:
         raise ValueError(f"H.264 yuv420p needs even width and height, got {width}x{height}")
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    target = Path(path)
-    rate = Fraction(fps).limit_denominator(1001) if not float(fps).is_integer() else int(fps)
-    options = {"preset": preset}
-    options.update({"qp": str(qp)} if qp is not None else {"crf": str(crf)})
-    with atomic_path(target) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.thread_count = 1
-        stream.options = options
+    with VideoWriter(path, fps, crf=crf, preset=preset, qp=qp) as writer:
         for array in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return target
+            writer.write(array)
+    return writer.path

@@ -7,9 +7,11 @@ run leaves either a complete result for an item or none — a rerun redoes exact
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import os
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import cv2
 import numpy as np
 
 from libragen.core.files import sha256_file, write_bytes_atomic
-from libragen.core.video import VideoInfo, VideoReadError, read_video, read_video_and_info, write_video
+from libragen.core.video import VideoInfo, VideoReadError, VideoWriter, iter_frames, read_video_and_info
 from libragen.curate.config import CurateConfig
 from libragen.curate.inputs import InputItem, looks_like_container
 from libragen.curate.probes import clip_scores, find_cuts, hsv_changes, judge, order_reasons, phash, subject_scores
@@ -93,13 +95,32 @@ def _slice_subjects(item: InputItem, info: VideoInfo, start_time: float, end_tim
     return sliced, subjects
 
 
-def _shot_file(item: InputItem, info: VideoInfo, start: float, end: float, target: Path, threads: int | None) -> Path:
-    """Re-encode the shot [start, end) seconds of the source at its native size."""
-    frames = read_video(
-        item.path, start=start, max_frames=max(1, round((end - start) * (info.fps or 8.0))), threads=threads
-    )
-    height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
-    return write_video(target, np.ascontiguousarray(frames[:, :height, :width]), info.fps or 8.0)
+def _write_shots(
+    item: InputItem, info: VideoInfo, shots: list[tuple[float, float]], out: Path, threads: int | None
+) -> list[Path]:
+    """Re-encode the shots [start, end) seconds of the source at its native size, in one decoding pass.
+
+    Frames stream from the decoder into one encoder per shot, so memory stays a few frames however long
+    the source is; a failure leaves no shot file behind.
+    """
+    fps = info.fps or 8.0
+    firsts = [round(start * fps) for start, _ in shots]
+    end = max(firsts[-1] + 1, round(shots[-1][1] * fps))
+    targets = [out / CLIPS_DIR / f"{item.key}_shot{k}.mp4" for k in range(len(shots))]
+    with ExitStack() as open_writers:
+        writers: dict[int, VideoWriter] = {}
+        for index, frame in enumerate(iter_frames(item.path, threads=threads)):
+            if index >= end:
+                break
+            shot = bisect.bisect_right(firsts, index) - 1
+            if shot not in writers:
+                writers[shot] = open_writers.enter_context(VideoWriter(targets[shot], fps))
+            height, width = frame.shape[0] // 2 * 2, frame.shape[1] // 2 * 2
+            writers[shot].write(frame[:height, :width])
+        missing = [k for k in range(len(shots)) if k not in writers]
+        if missing:
+            raise VideoReadError(item.path, f"shots {missing} have no decodable frames")
+    return targets
 
 
 def process_item(
@@ -149,6 +170,14 @@ def _records(
     }
     cuts = find_cuts(hsv_changes(frames), config)
     bounds = [0, *cuts, len(frames)]
+    if cuts:
+        shots = [(first / analysis_fps, last / analysis_fps) for first, last in itertools.pairwise(bounds)]
+        try:
+            paths = _write_shots(item, info, shots, out, threads)
+        except VideoReadError as error:  # the analysis decode passed, the full-size one did not
+            return [{**base, "reasons": [_unreadable_reason(item.path, error)]}]
+    else:
+        paths = [Path(item.path)]
     records = []
     for shot, (first, last) in enumerate(itertools.pairwise(bounds)):
         shot_frames = frames[first:last]
@@ -174,19 +203,15 @@ def _records(
         reasons, near = judge(scores, config)
         if sliced is not None and not sliced:
             reasons = order_reasons([*reasons, "no_subject"])
-        if len(bounds) > 2:
-            clip_id = f"{item.source_id}#shot{shot}"
-            target = out / CLIPS_DIR / f"{item.key}_shot{shot}.mp4"
-            path = _shot_file(item, info, start_time, end_time, target, threads)
-        else:
-            clip_id, path = item.source_id, Path(item.path)
+        clip_id = f"{item.source_id}#shot{shot}" if cuts else item.source_id
+        path = paths[shot]
         records.append(
             {
                 **base,
                 "clip_id": clip_id,
                 "path": os.path.relpath(path, out),
                 "start_frame": round(start_time * (info.fps or analysis_fps)),
-                "end_frame": round(end_time * (info.fps or analysis_fps)),
+                "end_frame": min(native_frames, round(end_time * (info.fps or analysis_fps))),
                 "content_hash": sha256_file(path),
                 "keep": not reasons,
                 "reasons": reasons,
