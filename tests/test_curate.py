@@ -65,7 +65,7 @@ def test_judge_reports_reasons_by_priority_and_near_misses() -> None:
         "fps": 8.0,
         "motion": 0.1,
         "sharpness": 50.0,
-        "bits_per_pixel": 0.1,
+        "bits_per_pixel_at_64": 0.1,
         "mean_luma": 120.0,
         "letterbox": 0.0,
         "text_fraction": 0.0,
@@ -73,7 +73,12 @@ def test_judge_reports_reasons_by_priority_and_near_misses() -> None:
     }
     reasons, _ = judge(scores, config)
     assert reasons == ["low_bitrate", "static"]  # blur is explained by the starved encode
-    near_scores = {**scores, "motion": config.static_max_motion * 1.05, "sharpness": 5000.0, "bits_per_pixel": 1.0}
+    near_scores = {
+        **scores,
+        "motion": config.static_max_motion * 1.05,
+        "sharpness": 5000.0,
+        "bits_per_pixel_at_64": 1.0,
+    }
     reasons, near = judge(near_scores, config)
     assert reasons == [] and near == ["static"]
 
@@ -222,3 +227,11 @@ def test_cut_source_is_split_into_shot_files_with_the_right_frames(tmp_path: Pat
         assert np.abs(shot[:, 12:18].mean(axis=(1, 2, 3)) - (np.arange(first, last) % 24 * 10 + 10)).max() < 4
         assert np.abs(shot[:, 30:].astype(int) - frames[first:last, 30:]).mean() < 3
     assert read_video(source).shape == frames.shape  # the source is left as it was
+
+
+def test_bitrate_is_judged_on_a_frame_size_independent_scale() -> None:
+    from libragen.curate.process import scaled_bits_per_pixel
+
+    assert scaled_bits_per_pixel(4096, 64, 64, 8) == pytest.approx(1.0)  # 64x64: raw bits per pixel
+    raw_720p = 8 * 100_000 / (1280 * 720 * 48)
+    assert scaled_bits_per_pixel(100_000, 1280, 720, 48) == pytest.approx(raw_720p * 15.0)  # sqrt(225)

@@ -41,7 +41,9 @@ class CurateConfig(StrictModel):
     # picture quality
     min_edge_strength: float = Field(31.0, description="99.5th percentile of |Laplacian| below which a clip is blurred")
     min_bits_per_pixel: float = Field(
-        0.32, description="encoded bits per pixel per frame below which a clip is starved"
+        0.32,
+        description="encoded bits per pixel per frame, scaled to a 64x64 frame by sqrt(pixels / 4096), below "
+        "which a clip is starved",
     )
     exposure_range: tuple[float, float] = Field((25.0, 235.0), description="allowed mean luma")
     letterbox_min_fraction: float = Field(0.05, description="black bar thickness (share of the side) that counts")

@@ -9,7 +9,8 @@ Every probe reads the same frames (decoded once at ``analysis_size``/``analysis_
 * ``edge_strength`` — how crisp the crispest edges are (judges blur); Laplacian ``sharpness`` comes with the
   quality scores;
   ``blockiness`` — luma gradient across 8-px block edges over
-  the gradient inside blocks (starved H.264 shows its block grid); ``bits_per_pixel`` from the container.
+  the gradient inside blocks (starved H.264 shows its block grid); ``bits_per_pixel`` from the container
+  (judged scaled to a 64x64 frame, ``bits_per_pixel_at_64``).
 * ``mean_luma``; ``letterbox`` — thickness (share of the side) of black bars present in every frame.
 * ``text_fraction`` — share of the frame covered by static, very bright pixels next to static, very dark
   ones (burned-in subtitles/watermarks are white with a dark rim and do not move with the scene).
@@ -171,7 +172,7 @@ CHECKS: tuple[Check, ...] = (
     ("static", "motion", lambda c: c.static_max_motion, True),
     ("flicker", "flicker", lambda c: c.min_flicker, True),
     ("blur", "edge_strength", lambda c: c.min_edge_strength, True),
-    ("low_bitrate", "bits_per_pixel", lambda c: c.min_bits_per_pixel, True),
+    ("low_bitrate", "bits_per_pixel_at_64", lambda c: c.min_bits_per_pixel, True),
     ("dark_or_bright", "mean_luma", lambda c: c.exposure_range[0], True),
     ("dark_or_bright", "mean_luma", lambda c: c.exposure_range[1], False),
     ("letterbox", "letterbox", lambda c: c.letterbox_min_fraction, False),

@@ -35,7 +35,7 @@ NEAR_SCORE_HINTS: dict[str, tuple[str, ...]] = {
     "static": ("motion",),
     "flicker": ("flicker",),
     "blur": ("sharpness",),
-    "low_bitrate": ("bits_per_pixel",),
+    "low_bitrate": ("bits_per_pixel_at_64", "bits_per_pixel"),
     "dark_or_bright": ("mean_luma",),
     "letterbox": ("letterbox",),
     "text_overlay": ("text_fraction",),
