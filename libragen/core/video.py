@@ -153,6 +153,12 @@ def iter_frames(
         container.close()
 
 
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may run on
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _decode(
     container: av.container.InputContainer,
     stream,
@@ -165,7 +171,7 @@ def _decode(
 ) -> Iterator[np.ndarray]:
     stream.thread_type = "AUTO"
     # FFmpeg's own count (0) starts cores + 1 threads; as many as this process may run on is faster here.
-    stream.thread_count = max(1, threads) if threads is not None else len(os.sched_getaffinity(0))
+    stream.thread_count = max(1, threads) if threads is not None else _usable_cores()
     src_fps = _stream_fps(stream) or 25.0
     if start > 0 and stream.time_base is not None:
         container.seek(int(start / stream.time_base), stream=stream, backward=True)
@@ -300,6 +306,8 @@ class VideoWriter:
 
     def abort(self) -> None:
         """Drop the partial file."""
+        # Unwinding the stack as if an exception passed closes the container and makes atomic_path discard
+        # the temporary file instead of moving it into place.
         self._files.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
     def __enter__(self) -> VideoWriter:
