@@ -338,11 +338,6 @@ def write_video(
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"frames must have shape (T, H, W, 3) with T > 0, got {frames.shape}")
-    if frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8, got {frames.dtype}")
-    height, width = frames.shape[1:3]
-    if width % 2 or height % 2:
-        raise ValueError(f"H.264 yuv420p needs even width and height, got {width}x{height}")
     with VideoWriter(path, fps, crf=crf, preset=preset, qp=qp) as writer:
         for array in frames:
             writer.write(array)
