@@ -11,16 +11,18 @@ import time
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from libragen.core.video import read_video, write_video
 from libragen.curate.config import CurateConfig
 from libragen.curate.dedup import duplicate_groups
 from libragen.curate.inputs import list_inputs
 from libragen.curate.pipeline import run_curation
-from libragen.curate.probes import find_cuts, hsv_changes, judge, letterbox, phash, text_fraction
+from libragen.curate.probes import find_cuts, hsv_changes, judge, letterbox, luma, phash, text_fraction
 from libragen.curate.process import process_item
 from libragen.curate.report import write_report
 from libragen.curate.schema import CURATED_NAME
@@ -41,7 +43,7 @@ def test_probes_see_cuts_bars_text_and_duplicates(world) -> None:
     boxed = read_video(world.path(world.of_kind("letterbox")[0][0]))
     assert letterbox(boxed, config.letterbox_max_luma) > 0.09 and letterbox(clean, config.letterbox_max_luma) == 0
     texted = read_video(world.path(world.of_kind("text_overlay")[0][0]))
-    assert text_fraction(texted) > 2 * config.text_min_fraction > text_fraction(clean)
+    assert text_fraction(luma(texted)) > 2 * config.text_min_fraction > text_fraction(luma(clean))
     brighter = np.clip(clean.astype(int) + 12, 0, 255).astype(np.uint8)
     assert np.count_nonzero(phash(clean) != phash(brighter)) < 12
 
@@ -72,7 +74,7 @@ def test_judge_reports_reasons_by_priority_and_near_misses() -> None:
         "flicker": 0.99,
     }
     reasons, _ = judge(scores, config)
-    assert reasons == ["low_bitrate", "static"]  # blur is explained by the starved encode
+    assert reasons == ["low_bitrate", "static"]
     near_scores = {
         **scores,
         "motion": config.static_max_motion * 1.05,
@@ -235,3 +237,51 @@ def test_bitrate_is_judged_on_a_frame_size_independent_scale() -> None:
     assert scaled_bits_per_pixel(4096, 64, 64, 8) == pytest.approx(1.0)  # 64x64: raw bits per pixel
     raw_720p = 8 * 100_000 / (1280 * 720 * 48)
     assert scaled_bits_per_pixel(100_000, 1280, 720, 48) == pytest.approx(raw_720p * 15.0)  # sqrt(225)
+
+
+def test_blur_and_starved_encode_explain_each_other_by_bits_per_analysis_pixel() -> None:
+    """A soft 720p picture needs few bits (blur, not starved); a starved 64-px encode looks soft (starved)."""
+    config = CurateConfig()
+    scores = {"edge_strength": 5.0, "bits_per_pixel_at_64": 0.1, "motion": 1.0, "flicker": 0.99}
+    starved, _ = judge({**scores, "bits_per_analysis_pixel": 0.1}, config)
+    soft, _ = judge({**scores, "bits_per_analysis_pixel": 20.0}, config)
+    assert starved == ["low_bitrate"] and soft == ["blur"]
+    sharp_but_starved, _ = judge({**scores, "edge_strength": 80.0, "bits_per_analysis_pixel": 20.0}, config)
+    assert sharp_but_starved == ["low_bitrate"]
+
+
+def _subtitled(path: Path, text: str | None, size: tuple[int, int] = (512, 288)) -> Path:
+    """A panning textured scene at ``size`` with (or without) a white, thinly outlined subtitle."""
+    width, height = size
+    rng = np.random.default_rng(3)
+    coarse = rng.integers(40, 200, (height // 8, width // 8 + 16, 3)).astype(np.uint8)
+    texture = cv2.resize(coarse, (width + 128, height), interpolation=cv2.INTER_CUBIC)
+    frames = np.stack([texture[:, 3 * t : 3 * t + width] for t in range(16)])
+    if text is not None:
+        layer = Image.new("RGB", (width, height))
+        mask = Image.new("L", (width, height))
+        font = ImageFont.load_default(size=height // 12)
+        for image, fill in ((layer, (255, 255, 255)), (mask, 255)):
+            ImageDraw.Draw(image).text(
+                (width // 4, height - height // 6), text, fill=fill, font=font, stroke_width=1, stroke_fill=0
+            )
+        inside = np.asarray(mask) > 0
+        outline = np.asarray(mask.filter(ImageFilter.MaxFilter(3))) > 0  # a 1-px dark rim
+        frames[:, outline] = 0
+        frames[:, inside] = np.asarray(layer)[inside]
+    return write_video(path, frames, fps=8)
+
+
+def test_thin_subtitles_on_large_frames_are_read_on_detail_frames(tmp_path: Path) -> None:
+    """At 288p a subtitle's 1-px outline vanishes in the 64-px analysis frames; the detail luma keeps it."""
+    config = CurateConfig()
+    context = {"config_hash": "t", "code_version": "t"}
+    _subtitled(tmp_path / "src" / "sub.mp4", "an example subtitle")
+    _subtitled(tmp_path / "src" / "plain.mp4", None)
+    items = {item.source_id: item for item in list_inputs(tmp_path / "src")}
+    texted = process_item(items["sub.mp4"], config, tmp_path / "out", context)[0]
+    plain = process_item(items["plain.mp4"], config, tmp_path / "out", context)[0]
+    assert texted["reasons"] == ["text_overlay"] and plain["keep"]
+    assert texted["scores"]["text_fraction"] > 2 * config.text_min_fraction
+    blind = process_item(items["sub.mp4"], config.model_copy(update={"detail_frames": 0}), tmp_path / "o2", context)
+    assert blind[0]["scores"]["text_fraction"] < config.text_min_fraction  # what the analysis frames alone see

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import av
@@ -159,19 +160,41 @@ def test_write_is_atomic_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.mp4"]
 
 
-def test_read_video_and_info_is_probe_plus_read_in_one_open(clip24: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_decode_for_analysis_is_probe_plus_read_in_one_open(clip24: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     opened = []
     real_open = av.open
     monkeypatch.setattr(video.av, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
-    info, frames = video.read_video_and_info(clip24, fps=8, max_short_side=24, threads=1)
+    decoded = video.decode_for_analysis(clip24, fps=8, max_short_side=24, threads=1)
     assert len(opened) == 1
     monkeypatch.undo()
-    assert info == probe_video(clip24)
-    assert np.array_equal(frames, read_video(clip24, fps=8, size=24))
+    assert decoded.info == probe_video(clip24)
+    assert np.array_equal(decoded.frames, read_video(clip24, fps=8, size=24))
+    assert decoded.detail_luma.shape[0] == 0 and decoded.detail_index.shape == (0,)
     # never enlarged, fps capped at the source's
-    info, frames = video.read_video_and_info(clip24, fps=100, max_short_side=480)
-    assert frames.shape == (30, 48, 64, 3)
-    assert np.array_equal(frames, read_video(clip24))
+    decoded = video.decode_for_analysis(clip24, fps=100, max_short_side=480)
+    assert decoded.frames.shape == (30, 48, 64, 3)
+    assert np.array_equal(decoded.frames, read_video(clip24))
+
+
+@pytest.mark.parametrize("detail_frames", [1, 4, 7, 30, 50])
+def test_detail_frames_are_evenly_spaced_luma_of_analysis_frames(clip24: Path, detail_frames: int) -> None:
+    decoded = video.decode_for_analysis(
+        clip24, fps=100, max_short_side=24, detail_frames=detail_frames, detail_short_side=32
+    )
+    index = decoded.detail_index
+    assert detail_frames <= len(index) <= 2 * detail_frames or len(index) == len(decoded.frames)
+    assert index[0] == 0 and len(set(np.diff(index).tolist())) <= 1  # one stride from the first frame
+    assert decoded.detail_luma.shape == (len(index), 32, 42)  # short side capped, aspect kept (even)
+    full = read_video(clip24, size=(42, 32))[index].astype(np.float32) @ np.array([0.299, 0.587, 0.114])
+    assert np.abs(decoded.detail_luma.astype(np.float32) - full).mean() < 6  # the same pictures, as luma
+
+
+def test_detail_frames_stay_bounded_when_the_length_is_unknown(clip24: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_info = video._info
+    monkeypatch.setattr(video, "_info", lambda *a: dataclasses.replace(real_info(*a), duration=0.0, num_frames=0))
+    decoded = video.decode_for_analysis(clip24, detail_frames=4)
+    assert 4 <= len(decoded.detail_index) <= 8 and decoded.detail_index[0] == 0
+    assert len(set(np.diff(decoded.detail_index).tolist())) == 1
 
 
 def test_decoder_threads_do_not_change_pixels(clip24: Path) -> None:

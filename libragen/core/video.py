@@ -6,6 +6,7 @@ target fps picks, how frames are resized, what counts as unreadable) are the sam
 * :func:`probe_video` reads container metadata without decoding pixels.
 * :func:`read_video` decodes frames at a target fps and size, stopping as soon as it has what was
   asked for; resizing happens in libswscale on the decoded picture, not in numpy afterwards.
+* :func:`decode_for_analysis` is probe + read in one open, plus a few frames' luma at a larger size.
 * :func:`write_video` encodes RGB frames to H.264 (yuv420p) and writes the file atomically.
 * Any unreadable input raises :class:`VideoReadError` carrying the path and a short reason.
 """
@@ -159,24 +160,22 @@ def _usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def _decode(
+def _select_frames(
     container: av.container.InputContainer,
     stream,
     path: str | os.PathLike[str],
     fps: float | None,
-    size: int | tuple[int, int] | None,
     max_frames: int | None,
     start: float,
     threads: int | None,
-) -> Iterator[np.ndarray]:
+) -> Iterator[av.VideoFrame]:
+    """The decoded frames nearest to the target times ``start + k / fps`` (all frames when ``fps`` is None)."""
     stream.thread_type = "AUTO"
     # FFmpeg's own count (0) starts cores + 1 threads; as many as this process may run on is faster here.
     stream.thread_count = max(1, threads) if threads is not None else _usable_cores()
     src_fps = _stream_fps(stream) or 25.0
     if start > 0 and stream.time_base is not None:
         container.seek(int(start / stream.time_base), stream=stream, backward=True)
-    out_w = out_h = None
-    reformatter = VideoReformatter()  # one scaler for the whole clip (a new one per frame costs ~0.7 ms)
     half_period = 0.5 / src_fps
     next_time = start
     emitted = 0
@@ -189,9 +188,7 @@ def _decode(
                 continue
             if fps is not None and t + half_period <= next_time:
                 continue
-            if out_w is None:
-                out_w, out_h = _target_size(frame.width, frame.height, size)
-            yield reformatter.reformat(frame, width=out_w, height=out_h, format="rgb24").to_ndarray()
+            yield frame
             emitted += 1
             if max_frames is not None and emitted >= max_frames:
                 return
@@ -204,6 +201,24 @@ def _decode(
         raise VideoReadError(path, f"decode failed after {decoded} frames ({_short(err)})") from err
     if emitted == 0:
         raise VideoReadError(path, "no decodable video frames")
+
+
+def _decode(
+    container: av.container.InputContainer,
+    stream,
+    path: str | os.PathLike[str],
+    fps: float | None,
+    size: int | tuple[int, int] | None,
+    max_frames: int | None,
+    start: float,
+    threads: int | None,
+) -> Iterator[np.ndarray]:
+    out_w = out_h = None
+    reformatter = VideoReformatter()  # one scaler for the whole clip (a new one per frame costs ~0.7 ms)
+    for frame in _select_frames(container, stream, path, fps, max_frames, start, threads):
+        if out_w is None:
+            out_w, out_h = _target_size(frame.width, frame.height, size)
+        yield reformatter.reformat(frame, width=out_w, height=out_h, format="rgb24").to_ndarray()
 
 
 def read_video(
@@ -220,31 +235,77 @@ def read_video(
     return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)
 
 
-def read_video_and_info(
+@dataclass(frozen=True)
+class AnalysisDecode:
+    """What a per-file analysis wants from one open and one decoding pass of a video.
+
+    ``frames`` (T, h, w, 3) RGB at the analysis size and fps; ``detail_luma`` (K, H, W) uint8 luma of K of
+    those frames at a larger size (the source's, capped), for probes whose evidence is too fine for the
+    analysis size — a subtitle's 2-px outline vanishes when 1080p is shrunk to 64 px; ``detail_index`` (K,)
+    the analysis-frame index of each. K is 0 when no detail was asked for.
+    """
+
+    info: VideoInfo
+    frames: np.ndarray
+    detail_luma: np.ndarray
+    detail_index: np.ndarray
+
+
+def decode_for_analysis(
     path: str | os.PathLike[str],
     *,
     fps: float | None = None,
     max_short_side: int | None = None,
     max_frames: int | None = None,
     threads: int | None = None,
-) -> tuple[VideoInfo, np.ndarray]:
-    """Container facts and frames from one open of the file (what a per-file pipeline wants).
+    detail_frames: int = 0,
+    detail_short_side: int = 720,
+) -> AnalysisDecode:
+    """Container facts, analysis frames and a few detail frames from one open and one decoding pass.
 
-    ``fps`` is capped at the source's rate (``info.fps``); frames are shrunk (never enlarged) so that
-    their short side is at most ``max_short_side``. Otherwise as :func:`read_video`.
+    ``fps`` is capped at the source's rate (``info.fps``); frames are shrunk (never enlarged) so that their
+    short side is at most ``max_short_side``. Between ``detail_frames`` and twice as many of the analysis
+    frames, evenly spaced over the decoded span, also come back as luma with the short side at most
+    ``detail_short_side`` (the luma is cheap to take: the decoder produced the full picture anyway).
     """
     if fps is not None and fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
+    if detail_frames < 0:
+        raise ValueError(f"detail_frames must be >= 0, got {detail_frames}")
     with _open_container(path) as container:
         stream = _video_stream(container, path)
         info = _info(container, stream, path)
         if fps is not None and info.fps > 0:
             fps = min(fps, info.fps)
-        shrink = max_short_side is not None and min(info.width, info.height) > max_short_side
-        frames = list(
-            _decode(container, stream, path, fps, max_short_side if shrink else None, max_frames, 0.0, threads)
-        )
-    return info, np.stack(frames)
+        short = min(info.width, info.height)
+        small_side = max_short_side if max_short_side is not None and short > max_short_side else None
+        detail_side = detail_short_side if short > detail_short_side else None
+        expected = round(info.duration * fps) if fps is not None and info.duration else info.num_frames
+        expected = min(expected, max_frames) if max_frames is not None and expected else expected
+        stride = max(1, expected // detail_frames) if detail_frames and expected else 1
+        small, detail = VideoReformatter(), VideoReformatter()
+        frames: list[np.ndarray] = []
+        luma: list[np.ndarray] = []
+        index: list[int] = []
+        small_size = detail_size = None
+        for i, frame in enumerate(_select_frames(container, stream, path, fps, max_frames, 0.0, threads)):
+            if small_size is None:
+                small_size = _target_size(frame.width, frame.height, small_side)
+                detail_size = _target_size(frame.width, frame.height, detail_side)
+            frames.append(small.reformat(frame, width=small_size[0], height=small_size[1], format="rgb24").to_ndarray())
+            if detail_frames and i % stride == 0:
+                gray = detail.reformat(frame, width=detail_size[0], height=detail_size[1], format="gray")
+                luma.append(gray.to_ndarray())
+                index.append(i)
+                if len(luma) > 2 * detail_frames:  # more frames than expected: keep every other one
+                    luma, index, stride = luma[::2], index[::2], stride * 2
+    detail_shape = (0, *(detail_size or (0, 0))[::-1])
+    return AnalysisDecode(
+        info,
+        np.stack(frames),
+        np.stack(luma) if luma else np.zeros(detail_shape, np.uint8),
+        np.asarray(index, dtype=np.int64),
+    )
 
 
 class VideoWriter:

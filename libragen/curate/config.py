@@ -17,6 +17,10 @@ class CurateConfig(StrictModel):
     analysis_size: int = Field(64, ge=16, description="short side of the analysis decode, px")
     analysis_fps: float = Field(8.0, gt=0, description="frames per second of the analysis decode")
     max_analysis_frames: int = Field(2400, ge=8, description="stop decoding a long video after this many frames")
+    detail_frames: int = Field(
+        8, ge=0, description="frames also kept as luma at up to detail_size for fine-grained probes (0: none)"
+    )
+    detail_size: int = Field(720, ge=16, description="short side of the detail luma frames (text overlays), px")
     max_file_bytes: int = Field(8 * 2**30, ge=1, description="larger files are rejected without decoding")
 
     # container limits

@@ -13,7 +13,9 @@ Every probe reads the same frames (decoded once at ``analysis_size``/``analysis_
   (judged scaled to a 64x64 frame, ``bits_per_pixel_at_64``).
 * ``mean_luma``; ``letterbox`` — thickness (share of the side) of black bars present in every frame.
 * ``text_fraction`` — share of the frame covered by static, very bright pixels next to static, very dark
-  ones (burned-in subtitles/watermarks are white with a dark rim and do not move with the scene).
+  ones (burned-in subtitles/watermarks are white with a dark rim and do not move with the scene). Read on
+  a few *detail* frames (luma at up to ``detail_size``) when the source is larger than the analysis size:
+  a subtitle's thin outline averages away in a 64-px frame.
 * ``phash`` — DCT perceptual hash of three keyframes (192 bits) for pool-wide near-duplicate search.
 * subject scores from masks (LibraWorld ground truth, or any :class:`SubjectDetector`).
 """
@@ -86,25 +88,40 @@ def letterbox(frames: np.ndarray, max_luma: float) -> float:
     return max(rows / brightest.shape[0], cols / brightest.shape[1])
 
 
-def text_fraction(frames: np.ndarray, bars: float = 0.0) -> float:
-    """Share of pixels that are static and very bright with a static very dark pixel next to them.
+def _steady_where(y: np.ndarray, candidates: np.ndarray, level: float, above: bool) -> np.ndarray:
+    """Of the ``candidates`` (H, W) pixels, those steady over time (std < 6) with mean above/below ``level``."""
+    values = y[:, candidates].astype(np.float32)
+    mean = values.mean(axis=0)
+    chosen = (values.std(axis=0) < 6.0) & ((mean > level) if above else (mean < level))
+    out = np.zeros(candidates.shape, bool)
+    out[candidates] = chosen
+    return out
 
-    ``bars`` (the letterbox thickness) is cropped off first: a black bar beside bright content is not text.
-    In a still clip everything is static, so burned-in text cannot be told from the scene: 0 is returned
-    (such a clip is rejected as static anyway).
+
+def text_fraction(y: np.ndarray, bars: float = 0.0, reach: int = 1) -> float:
+    """Share of pixels that are static and very bright with a static very dark pixel within ``reach`` px.
+
+    ``y`` is luma (T, H, W). ``reach`` is one analysis pixel in ``y``'s pixels, so the score means the same
+    on analysis and on detail frames. ``bars`` (the letterbox thickness) is cropped off first: a black bar
+    beside bright content is not text. In a still clip everything is static, so burned-in text cannot be
+    told from the scene: 0 is returned (such a clip is rejected as static anyway) — the share of static
+    pixels is read on a grid of one pixel per ``reach``.
+
+    Exact but cheap on large frames: a pixel whose mean is above 215 with std below 6 has no value below
+    215 - 6 sqrt(T - 1), so the per-frame minimum and maximum pick the few candidates whose mean and std are
+    then computed.
     """
-    y = luma(frames)
     height, width = y.shape[1:]
-    crop_y, crop_x = int(np.ceil(bars * height)) + 1, int(np.ceil(bars * width)) + 1
+    crop_y, crop_x = int(np.ceil(bars * height)) + reach, int(np.ceil(bars * width)) + reach
     if bars > 0:
         y = y[:, crop_y : height - crop_y, crop_x : width - crop_x] if crop_y * 2 < height else y
-    steady = y.std(axis=0) < 6.0
-    if steady.mean() > 0.95:
+    grid = y[:, ::reach, ::reach].astype(np.float32)
+    if (grid.std(axis=0) < 6.0).mean() > 0.95:
         return 0.0
-    mean = y.mean(axis=0)
-    bright = steady & (mean > 215)
-    dark = (steady & (mean < 50)).astype(np.uint8)
-    rim = cv2.dilate(dark, np.ones((3, 3), np.uint8)) > 0
+    slack = 6.0 * np.sqrt(max(len(y) - 1, 0))
+    bright = _steady_where(y, y.min(axis=0) > 215 - slack, 215, above=True)
+    dark = _steady_where(y, y.max(axis=0) < 50 + slack, 50, above=False).astype(np.uint8)
+    rim = cv2.dilate(dark, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)) > 0
     return float((bright & rim).mean())
 
 
@@ -145,11 +162,18 @@ def subject_scores(boxes: np.ndarray, visible_fraction: np.ndarray, frame_area: 
     }
 
 
-def clip_scores(frames: np.ndarray, config: CurateConfig) -> dict[str, float]:
-    """Every pixel probe of one clip or shot (container and subject scores are added by the caller)."""
+def clip_scores(frames: np.ndarray, config: CurateConfig, detail_luma: np.ndarray | None = None) -> dict[str, float]:
+    """Every pixel probe of one clip or shot (container and subject scores are added by the caller).
+
+    ``detail_luma`` (K, H, W): some of the shot's frames at a larger size; text is read on them when K >= 3.
+    """
     pairs = top_flow(frames, config.flow_pair_step) if len(frames) >= 2 else (np.zeros(1), np.zeros(1))
     top_means, amplitudes = pairs
     bars = letterbox(frames, config.letterbox_max_luma)
+    if detail_luma is not None and len(detail_luma) >= 3:
+        text_luma, reach = detail_luma, max(1, round(min(detail_luma.shape[1:]) / min(frames.shape[1:3])))
+    else:
+        text_luma, reach = luma(frames), 1
     return {
         "letterbox": bars,
         "motion": float(top_means.mean()),
@@ -158,7 +182,7 @@ def clip_scores(frames: np.ndarray, config: CurateConfig) -> dict[str, float]:
         "edge_strength": edge_strength(frames),
         "blockiness": blockiness(frames),
         "mean_luma": float(luma(frames).mean()),
-        "text_fraction": text_fraction(frames, bars) if len(frames) >= 2 else 0.0,
+        "text_fraction": text_fraction(text_luma, bars, reach) if len(frames) >= 2 else 0.0,
     }
 
 
@@ -184,15 +208,24 @@ CHECKS: tuple[Check, ...] = (
 
 #: Reasons in order of how much they explain: ``reasons[0]`` of a record is its primary reason.
 PRIORITY: tuple[str, ...] = REJECT_REASONS
-#: A reason listed here is dropped when one of its explanations is present (a starved encode is not "blurred").
-EXPLAINED_BY: dict[str, tuple[str, ...]] = {"blur": ("low_bitrate",)}
 
 
 def order_reasons(reasons: list[str]) -> list[str]:
-    """Unique reasons sorted by :data:`PRIORITY`, with explained-away ones dropped."""
-    unique = set(reasons)
-    kept = [r for r in unique if not any(e in unique for e in EXPLAINED_BY.get(r, ()))]
-    return sorted(kept, key=PRIORITY.index)
+    """Unique reasons sorted by :data:`PRIORITY`."""
+    return sorted(set(reasons), key=PRIORITY.index)
+
+
+def blur_or_starved(scores: dict[str, float], config: CurateConfig) -> str:
+    """Which of ``blur`` and ``low_bitrate`` explains the other when a clip fails both.
+
+    A starved encode looks blurred, and a blurred picture needs few bits, so each can cause the other. The
+    bits per *analysis* pixel decide: if they are too few, the encode cannot carry even the detail the blur
+    probe looks at (starved, the blur follows); if they are plenty — a 720p source holds hundreds of bits
+    per 64-px analysis pixel — the softness was in the picture and the few bits follow from it. For a
+    source at the analysis size both measures are the same number, so there a starved verdict wins.
+    """
+    bits = scores.get("bits_per_analysis_pixel", 0.0)
+    return "low_bitrate" if bits < config.min_bits_per_pixel else "blur"
 
 
 def judge(scores: dict[str, float], config: CurateConfig) -> tuple[list[str], list[str]]:
@@ -211,5 +244,8 @@ def judge(scores: dict[str, float], config: CurateConfig) -> tuple[list[str], li
         margin = config.near_margin * max(abs(threshold), 1e-9)
         if abs(value - threshold) <= margin and reason not in near:
             near.append(reason)
+    if "blur" in reasons and "low_bitrate" in reasons:
+        explained = "blur" if blur_or_starved(scores, config) == "low_bitrate" else "low_bitrate"
+        reasons.remove(explained)
     reasons = order_reasons(reasons)
     return reasons, [r for r in near if r not in reasons]

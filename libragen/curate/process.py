@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from libragen.core.files import sha256_file, write_bytes_atomic
-from libragen.core.video import VideoInfo, VideoReadError, VideoWriter, iter_frames, read_video_and_info
+from libragen.core.video import VideoInfo, VideoReadError, VideoWriter, decode_for_analysis, iter_frames
 from libragen.curate.config import CurateConfig
 from libragen.curate.inputs import InputItem, looks_like_container
 from libragen.curate.probes import clip_scores, find_cuts, hsv_changes, judge, order_reasons, phash, subject_scores
@@ -161,23 +161,28 @@ def _records(
     if size > config.max_file_bytes:
         return [{**base, "reasons": ["too_large"], "scores": {"file_bytes": float(size)}}]
     try:
-        info, frames = read_video_and_info(
+        decoded = decode_for_analysis(
             item.path,
             fps=config.analysis_fps,
             max_short_side=config.analysis_size,
             max_frames=config.max_analysis_frames,
             threads=threads,
+            detail_frames=config.detail_frames,
+            detail_short_side=config.detail_size,
         )
+        info, frames = decoded.info, decoded.frames
         analysis_fps = min(config.analysis_fps, info.fps) if info.fps > 0 else config.analysis_fps
     except VideoReadError as error:
         return [{**base, "reasons": [_unreadable_reason(item.path, error)]}]
 
     native_frames = info.num_frames or max(1, round(len(frames) * (info.fps or analysis_fps) / analysis_fps))
+    bits = size * 8.0 / native_frames
     container = {
         "fps": float(info.fps),
         "short_side": float(min(info.width, info.height)),
-        "bits_per_pixel": size * 8.0 / (info.width * info.height * native_frames),
+        "bits_per_pixel": bits / (info.width * info.height),
         "bits_per_pixel_at_64": scaled_bits_per_pixel(size, info.width, info.height, native_frames),
+        "bits_per_analysis_pixel": bits / (frames.shape[1] * frames.shape[2]),
         "file_bytes": float(size),
     }
     cuts = find_cuts(hsv_changes(frames), config)
@@ -196,7 +201,9 @@ def _records(
         start_time, end_time = first / analysis_fps, last / analysis_fps
         scores = {**container, "num_frames": float(len(shot_frames)), "source_cuts": float(len(cuts))}
         if len(shot_frames) >= 2:
-            scores.update(clip_scores(shot_frames, config))
+            in_shot = (decoded.detail_index >= first) & (decoded.detail_index < last)
+            detail = decoded.detail_luma[in_shot] if decoded.detail_luma.shape[1] > frames.shape[1] else None
+            scores.update(clip_scores(shot_frames, config, detail))
         scores.update(
             {
                 f"{k}": v
