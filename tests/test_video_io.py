@@ -192,7 +192,7 @@ def test_detail_frames_are_evenly_spaced_luma_of_analysis_frames(clip24: Path, d
 def test_detail_frames_stay_bounded_when_the_length_is_unknown(clip24: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_info = video._info
     monkeypatch.setattr(video, "_info", lambda *a: dataclasses.replace(real_info(*a), duration=0.0, num_frames=0))
-    decoded = video.decode_for_analysis(clip24, detail_frames=4)
+    decoded = video.decode_for_analysis(clip24, max_short_side=24, detail_frames=4)
     assert 4 <= len(decoded.detail_index) <= 8 and decoded.detail_index[0] == 0
     assert len(set(np.diff(decoded.detail_index).tolist())) == 1
 

@@ -266,8 +266,8 @@ def decode_for_analysis(
     ``fps`` is capped at the source's rate (``info.fps``); frames are shrunk (never enlarged) so that their
     short side is at most ``max_short_side``. Between ``detail_frames`` and twice as many of the analysis
     frames, evenly spaced over the decoded span, also come back as luma with the short side at most
-    ``detail_short_side`` (no second decode, but one libswscale conversion per detail frame: ~30 ms a 720p
-    file for eight, measured in docs/results.md).
+    ``detail_short_side``, when the analysis frames were shrunk (no second decode, but one libswscale
+    conversion per detail frame: ~30 ms a 720p file for eight, measured in docs/results.md).
     """
     if fps is not None and fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
@@ -294,7 +294,7 @@ def decode_for_analysis(
                 small_size = _target_size(frame.width, frame.height, small_side)
                 detail_size = _target_size(frame.width, frame.height, detail_side)
             frames.append(small.reformat(frame, width=small_size[0], height=small_size[1], format="rgb24").to_ndarray())
-            if detail_frames and i % stride == 0:
+            if detail_frames and small_side is not None and i % stride == 0:  # else analysis frames are native
                 gray = detail.reformat(frame, width=detail_size[0], height=detail_size[1], format="gray")
                 luma.append(gray.to_ndarray())
                 index.append(i)

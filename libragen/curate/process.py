@@ -202,8 +202,7 @@ def _records(
         scores = {**container, "num_frames": float(len(shot_frames)), "source_cuts": float(len(cuts))}
         if len(shot_frames) >= 2:
             in_shot = (decoded.detail_index >= first) & (decoded.detail_index < last)
-            detail = decoded.detail_luma[in_shot] if decoded.detail_luma.shape[1] > frames.shape[1] else None
-            scores.update(clip_scores(shot_frames, config, detail))
+            scores.update(clip_scores(shot_frames, config, decoded.detail_luma[in_shot]))
         scores.update(
             {
                 f"{k}": v
