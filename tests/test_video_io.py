@@ -72,21 +72,14 @@ def test_resize_in_decoder(clip24: Path) -> None:
 
 def test_decoding_stops_once_enough_frames(clip24: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     decoded = []
-    real_open = av.open
+    real_decode = av.Packet.decode
 
-    class CountingContainer:
-        def __init__(self, inner):
-            self.inner = inner
+    def counting(packet):
+        frames = real_decode(packet)
+        decoded.extend(frames)
+        return frames
 
-        def decode(self, *args, **kwargs):
-            for frame in self.inner.decode(*args, **kwargs):
-                decoded.append(frame)
-                yield frame
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-    monkeypatch.setattr(video.av, "open", lambda *a, **k: CountingContainer(real_open(*a, **k)))
+    monkeypatch.setattr(av.Packet, "decode", counting)
     frames = list(iter_frames(clip24, max_frames=3))
     assert len(frames) == 3
     assert len(decoded) == 3
@@ -199,3 +192,83 @@ def test_detail_frames_stay_bounded_when_the_length_is_unknown(clip24: Path, mon
 
 def test_decoder_threads_do_not_change_pixels(clip24: Path) -> None:
     assert np.array_equal(read_video(clip24, size=24, threads=1), read_video(clip24, size=24))
+
+
+def test_strongly_shrunk_analysis_skips_deblocking_without_changing_the_analysis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 256, (1, 256, 256, 3), dtype=np.uint8)
+    frames = np.concatenate([np.roll(texture, 2 * k, axis=2) for k in range(8)])  # a textured pan
+    path = tmp_path / "blocky.mp4"
+    write_video(path, frames, fps=8, crf=40)  # coarse quantisation: deblocking has much to smooth
+
+    def analyse() -> video.AnalysisDecode:  # 8x shrink; detail frames at native size show the decoder's pixels
+        return video.decode_for_analysis(path, max_short_side=32, detail_frames=8, detail_short_side=256)
+
+    skipped = analyse()
+    monkeypatch.setattr(video, "DEBLOCKING_SHRINK", 10**6)
+    deblocked = analyse()
+    assert np.array_equal(deblocked.detail_index, skipped.detail_index)
+    native_change = np.abs(skipped.detail_luma.astype(np.int16) - deblocked.detail_luma)
+    assert native_change.mean() > 0.1  # the filter really was off (0.0 with it on)
+    assert np.abs(skipped.frames.astype(np.int16) - deblocked.frames).max() <= 4  # the analysis barely moves
+    assert np.array_equal(deblocked.frames, read_video(path, size=32))
+
+
+def test_native_size_detail_luma_is_exactly_libswscales_gray(clip24: Path) -> None:
+    decoded = video.decode_for_analysis(clip24, max_short_side=24, detail_frames=30, detail_short_side=720)
+    with av.open(str(clip24)) as container:
+        gray = np.stack([frame.to_ndarray(format="gray") for frame in container.decode(video=0)])
+    assert decoded.detail_luma.shape == (30, 48, 64)
+    assert np.array_equal(decoded.detail_luma, gray[decoded.detail_index])
+
+
+def test_frames_near_no_target_time_are_skipped_without_changing_the_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 8 of 24 fps, non-reference frames far from every target time are not decoded; the frames returned
+    are exactly those of a full decode."""
+    rng = np.random.default_rng(1)
+    texture = rng.integers(0, 256, (1, 96, 128, 3), dtype=np.uint8)
+    frames = np.concatenate([np.roll(texture, 3 * k, axis=2) for k in range(48)])
+    path = write_video(tmp_path / "pan24.mp4", frames, fps=24)  # x264 defaults: B-frames, some non-reference
+    counts = []
+    real_decode = av.Packet.decode
+
+    def counting(packet):
+        out = real_decode(packet)
+        counts.append(len(out))
+        return out
+
+    monkeypatch.setattr(av.Packet, "decode", counting)
+    sampled = read_video(path, fps=8)
+    decoded_when_sampling = sum(counts)
+    counts.clear()
+    everything = read_video(path)
+    assert sum(counts) == 48
+    assert decoded_when_sampling < 40  # some frames were never decoded
+    assert np.array_equal(sampled, everything[::3])  # ... and the sampled ones are the full decode's
+
+
+def test_write_frame_re_encodes_decoded_frames_closer_than_the_rgb_round_trip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    frames = np.concatenate(
+        [np.roll(rng.integers(0, 256, (1, 64, 96, 3), dtype=np.uint8), k, axis=2) for k in range(6)]
+    )
+    source = write_video(tmp_path / "src.mp4", frames, fps=8, crf=12)
+    with video.VideoWriter(tmp_path / "planes.mp4", 8) as writer:
+        for frame in video.iter_decoded(source):
+            writer.write_frame(frame)
+    with video.VideoWriter(tmp_path / "rgb.mp4", 8) as writer:
+        for frame in iter_frames(source):
+            writer.write(frame)
+    decoded = read_video(source).astype(np.float32)
+    planes_error = np.abs(read_video(tmp_path / "planes.mp4") - decoded).mean()
+    rgb_error = np.abs(read_video(tmp_path / "rgb.mp4") - decoded).mean()
+    assert read_video(tmp_path / "planes.mp4").shape == frames.shape
+    assert planes_error < rgb_error
+    odd = av.VideoFrame.from_ndarray(np.zeros((33, 47, 3), np.uint8), format="rgb24")
+    with video.VideoWriter(tmp_path / "odd.mp4", 8) as writer:
+        writer.write_frame(odd)  # not yuv420p of even size: through RGB, cropped to even
+    assert read_video(tmp_path / "odd.mp4").shape == (1, 32, 46, 3)

@@ -14,6 +14,7 @@ target fps picks, how frames are resized, what counts as unreadable) are the sam
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
@@ -154,6 +156,16 @@ def iter_frames(
         container.close()
 
 
+def iter_decoded(path: str | os.PathLike[str], *, threads: int | None = None) -> Iterator[av.VideoFrame]:
+    """Yield every frame as the decoder gives it (no conversion): for re-encoding, see ``VideoWriter.write_frame``."""
+    container = _open_container(path)
+    try:
+        stream = _video_stream(container, path)
+        yield from _select_frames(container, stream, path, None, None, 0.0, threads)
+    finally:
+        container.close()
+
+
 def _usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may run on
         return len(os.sched_getaffinity(0))
@@ -168,9 +180,21 @@ def _select_frames(
     max_frames: int | None,
     start: float,
     threads: int | None,
+    skip_deblocking: bool = False,
+    keyframe_bytes: list[int] | None = None,
 ) -> Iterator[av.VideoFrame]:
-    """The decoded frames nearest to the target times ``start + k / fps`` (all frames when ``fps`` is None)."""
+    """The decoded frames nearest to the target times ``start + k / fps`` (all frames when ``fps`` is None).
+
+    When ``fps`` is well below the source's, frames near no target time are not decoded if no other frame
+    depends on them (the codec's ``skip_frame = NONREF``, set per packet from its timestamp): the frames
+    returned are exactly those of a full decode, for ~40 % fewer decoded frames on H.264 with B-frames.
+    ``skip_deblocking`` turns the codec's in-loop deblocking filter off (H.264/HEVC ``skip_loop_filter``):
+    a quarter or more of the decoding time, for pixels that differ by about one level at native size.
+    ``keyframe_bytes``, when given, receives the size of every keyframe packet demuxed on the way.
+    """
     stream.thread_type = "AUTO"
+    if skip_deblocking:
+        stream.codec_context.options = {**stream.codec_context.options, "skip_loop_filter": "all"}
     # FFmpeg's own count (0) starts cores + 1 threads; as many as this process may run on is faster here.
     stream.thread_count = max(1, threads) if threads is not None else _usable_cores()
     src_fps = _stream_fps(stream) or 25.0
@@ -180,23 +204,38 @@ def _select_frames(
     next_time = start
     emitted = 0
     decoded = 0
+    skip_unwanted = fps is not None and fps * 1.5 < src_fps and stream.time_base is not None
+
+    def wanted(packet: av.Packet) -> bool:
+        """Whether the packet's frame may be the nearest to a target time (with half a period to spare)."""
+        if packet.pts is None:
+            return True
+        t = float(packet.pts * stream.time_base)
+        nearest = start + max(0, round((t - start) * fps)) / fps
+        return abs(t - nearest) <= 1.5 * half_period
+
     try:
-        for frame in container.decode(stream):
-            decoded += 1
-            t = frame.time if frame.time is not None else (decoded - 1) / src_fps
-            if t + half_period <= start:
-                continue
-            if fps is not None and t + half_period <= next_time:
-                continue
-            yield frame
-            emitted += 1
-            if max_frames is not None and emitted >= max_frames:
-                return
-            if fps is not None:
-                # Skip target times this frame already covers (source slower than target).
-                next_time += 1.0 / fps
-                while next_time + 1.0 / fps <= t + half_period:
+        for packet in container.demux(stream):
+            if keyframe_bytes is not None and packet.is_keyframe and packet.size:
+                keyframe_bytes.append(packet.size)
+            if skip_unwanted:
+                stream.codec_context.skip_frame = "DEFAULT" if wanted(packet) else "NONREF"
+            for frame in packet.decode():
+                decoded += 1
+                t = frame.time if frame.time is not None else (decoded - 1) / src_fps
+                if t + half_period <= start:
+                    continue
+                if fps is not None and t + half_period <= next_time:
+                    continue
+                yield frame
+                emitted += 1
+                if max_frames is not None and emitted >= max_frames:
+                    return
+                if fps is not None:
+                    # Skip target times this frame already covers (source slower than target).
                     next_time += 1.0 / fps
+                    while next_time + 1.0 / fps <= t + half_period:
+                        next_time += 1.0 / fps
     except av.error.FFmpegError as err:
         raise VideoReadError(path, f"decode failed after {decoded} frames ({_short(err)})") from err
     if emitted == 0:
@@ -242,13 +281,42 @@ class AnalysisDecode:
     ``frames`` (T, h, w, 3) RGB at the analysis size and fps; ``detail_luma`` (K, H, W) uint8 luma of K of
     those frames at a larger size (the source's, capped), for probes whose evidence is too fine for the
     analysis size — a subtitle's 2-px outline vanishes when 1080p is shrunk to 64 px; ``detail_index`` (K,)
-    the analysis-frame index of each. K is 0 when no detail was asked for.
+    the analysis-frame index of each. K is 0 when no detail was asked for. ``keyframe_bytes``: the encoded
+    size of each keyframe (intra-coded) packet read, whose bits depend on picture and quality, not on motion.
     """
 
     info: VideoInfo
     frames: np.ndarray
     detail_luma: np.ndarray
     detail_index: np.ndarray
+    keyframe_bytes: tuple[int, ...] = ()
+
+
+#: 8-bit formats whose first plane is the full-size luma.
+_LUMA_PLANE_FORMATS = frozenset({"yuv420p", "yuv422p", "yuv444p", "yuvj420p", "yuvj422p", "yuvj444p", "nv12", "gray"})
+#: Limited-range luma (16-235) to full range, rounded as libswscale's conversion to gray rounds it.
+_LIMITED_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
+_scalers = threading.local()  # per thread: a scaler reused across clips keeps its set-up while sizes match
+
+
+def _reformatters() -> tuple[VideoReformatter, VideoReformatter]:
+    if not hasattr(_scalers, "pair"):
+        _scalers.pair = (VideoReformatter(), VideoReformatter())
+    return _scalers.pair
+
+
+def _gray(frame: av.VideoFrame, size: tuple[int, int], scaler: VideoReformatter) -> np.ndarray:
+    """Full-range luma at ``size``; at native size read straight off the decoder's luma plane when it has one."""
+    if (frame.width, frame.height) == size and frame.format.name in _LUMA_PLANE_FORMATS:
+        plane = frame.planes[0]
+        y = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+        full = frame.format.name.startswith("yuvj") or frame.format.name == "gray" or frame.color_range == 2
+        return y.copy() if full else cv2.LUT(y, _LIMITED_TO_FULL)
+    return scaler.reformat(frame, width=size[0], height=size[1], format="gray").to_ndarray()
+
+
+#: Analysis frames shrunk at least this many times decode without the codec's deblocking filter.
+DEBLOCKING_SHRINK = 4
 
 
 def decode_for_analysis(
@@ -266,8 +334,12 @@ def decode_for_analysis(
     ``fps`` is capped at the source's rate (``info.fps``); frames are shrunk (never enlarged) so that their
     short side is at most ``max_short_side``. Between ``detail_frames`` and twice as many of the analysis
     frames, evenly spaced over the decoded span, also come back as luma with the short side at most
-    ``detail_short_side``, when the analysis frames were shrunk (no second decode, but one libswscale
-    conversion per detail frame: ~30 ms a 720p file for eight, measured in docs/results.md).
+    ``detail_short_side``, when the analysis frames were shrunk (no second decode; at native size the
+    decoder's luma plane is taken as it is, range-expanded like libswscale's conversion to gray).
+
+    When the analysis frames are shrunk at least :data:`DEBLOCKING_SHRINK` times, the codec's deblocking
+    filter is skipped: it smooths 8-px block edges, which the shrink averages away (720p → 64 px: analysis
+    pixels change by at most 2 levels of 255). Detail frames then come undeblocked too (~0.6 levels mean).
     """
     if fps is not None and fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
@@ -281,22 +353,25 @@ def decode_for_analysis(
         short = min(info.width, info.height)
         small_side = max_short_side if max_short_side is not None and short > max_short_side else None
         detail_side = detail_short_side if short > detail_short_side else None
+        skip_deblocking = small_side is not None and short >= DEBLOCKING_SHRINK * small_side
         expected = round(info.duration * fps) if fps is not None and info.duration else info.num_frames
         expected = min(expected, max_frames) if max_frames is not None and expected else expected
         stride = max(1, expected // detail_frames) if detail_frames and expected else 1
-        small, detail = VideoReformatter(), VideoReformatter()
+        small, detail = _reformatters()
         frames: list[np.ndarray] = []
         luma: list[np.ndarray] = []
         index: list[int] = []
         small_size = detail_size = None
-        for i, frame in enumerate(_select_frames(container, stream, path, fps, max_frames, 0.0, threads)):
+        keyframe_bytes: list[int] = []
+        for i, frame in enumerate(
+            _select_frames(container, stream, path, fps, max_frames, 0.0, threads, skip_deblocking, keyframe_bytes)
+        ):
             if small_size is None:
                 small_size = _target_size(frame.width, frame.height, small_side)
                 detail_size = _target_size(frame.width, frame.height, detail_side)
             frames.append(small.reformat(frame, width=small_size[0], height=small_size[1], format="rgb24").to_ndarray())
             if detail_frames and small_side is not None and i % stride == 0:  # else analysis frames are native
-                gray = detail.reformat(frame, width=detail_size[0], height=detail_size[1], format="gray")
-                luma.append(gray.to_ndarray())
+                luma.append(_gray(frame, detail_size, detail))
                 index.append(i)
                 if len(luma) > 2 * detail_frames:  # more frames than expected: keep every other one
                     luma, index, stride = luma[::2], index[::2], stride * 2
@@ -306,6 +381,7 @@ def decode_for_analysis(
         np.stack(frames),
         np.stack(luma) if luma else np.zeros(detail_shape, np.uint8),
         np.asarray(index, dtype=np.int64),
+        tuple(keyframe_bytes),
     )
 
 
@@ -342,6 +418,27 @@ class VideoWriter:
         if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
             raise ValueError(f"a frame must be (H, W, 3) uint8, got {array.shape} {array.dtype}")
         height, width = array.shape[:2]
+        self._open_stream(width, height)
+        self._encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24"))
+
+    def write_frame(self, frame: av.VideoFrame) -> None:
+        """Encode a decoded frame: a yuv420p frame of even size goes in as its own planes, without the two
+        colour conversions (and their rounding) of ``write(frame.to_ndarray(format="rgb24"))`` — 48 vs 45 dB
+        luma PSNR to the source on a 720p LibraWorld clip; other frames go through RGB, cropped to even."""
+        if frame.format.name != "yuv420p" or frame.width % 2 or frame.height % 2:
+            rgb = frame.to_ndarray(format="rgb24")
+            self.write(rgb[: frame.height // 2 * 2, : frame.width // 2 * 2])
+            return
+        self._open_stream(frame.width, frame.height)
+        # A copy of the planes only: the decoded frame's timestamps, frame type and side data would steer the
+        # encoder (passed as they are, they cost 3 dB at the same crf).
+        self._encode(av.VideoFrame.from_ndarray(frame.to_ndarray(), format="yuv420p"))
+
+    def _encode(self, frame: av.VideoFrame) -> None:
+        self._container.mux(self._stream.encode(frame))
+        self.frames += 1
+
+    def _open_stream(self, width: int, height: int) -> None:
         if self._stream is None:
             if width % 2 or height % 2:
                 raise ValueError(f"H.264 yuv420p needs even width and height, got {width}x{height}")
@@ -353,9 +450,6 @@ class VideoWriter:
             raise ValueError(
                 f"frame size {width}x{height} differs from the first {self._stream.width}x{self._stream.height}"
             )
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
-        self._container.mux(self._stream.encode(frame))
-        self.frames += 1
 
     def close(self) -> Path:
         """Flush the encoder and move the file into place."""
