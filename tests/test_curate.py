@@ -22,7 +22,17 @@ from libragen.curate.config import CurateConfig
 from libragen.curate.dedup import duplicate_groups
 from libragen.curate.inputs import list_inputs
 from libragen.curate.pipeline import run_curation
-from libragen.curate.probes import find_cuts, hsv_changes, judge, letterbox, luma, phash, text_fraction
+from libragen.curate.probes import (
+    find_cuts,
+    hsv_changes,
+    judge,
+    letterbox,
+    luma,
+    phash,
+    size_floor,
+    size_relative_scores,
+    text_fraction,
+)
 from libragen.curate.process import process_item
 from libragen.curate.report import write_report
 from libragen.curate.schema import CURATED_NAME
@@ -67,7 +77,7 @@ def test_judge_reports_reasons_by_priority_and_near_misses() -> None:
         "fps": 8.0,
         "motion": 0.1,
         "sharpness": 50.0,
-        "bits_per_pixel_at_64": 0.1,
+        "intra_bits_vs_floor": 0.3,
         "mean_luma": 120.0,
         "letterbox": 0.0,
         "text_fraction": 0.0,
@@ -79,7 +89,7 @@ def test_judge_reports_reasons_by_priority_and_near_misses() -> None:
         **scores,
         "motion": config.static_max_motion * 1.05,
         "sharpness": 5000.0,
-        "bits_per_pixel_at_64": 1.0,
+        "intra_bits_vs_floor": 3.0,
     }
     reasons, near = judge(near_scores, config)
     assert reasons == [] and near == ["static"]
@@ -239,15 +249,38 @@ def test_bitrate_is_judged_on_a_frame_size_independent_scale() -> None:
     assert scaled_bits_per_pixel(100_000, 1280, 720, 48) == pytest.approx(raw_720p * 15.0)  # sqrt(225)
 
 
-def test_blur_and_starved_encode_explain_each_other_by_bits_per_analysis_pixel() -> None:
-    """A soft 720p picture needs few bits (blur, not starved); a starved 64-px encode looks soft (starved)."""
+def test_size_dependent_thresholds_interpolate_between_64px_and_360p() -> None:
     config = CurateConfig()
-    scores = {"edge_strength": 5.0, "bits_per_pixel_at_64": 0.1, "motion": 1.0, "flicker": 0.99}
-    starved, _ = judge({**scores, "bits_per_analysis_pixel": 0.1}, config)
-    soft, _ = judge({**scores, "bits_per_analysis_pixel": 20.0}, config)
-    assert starved == ["low_bitrate"] and soft == ["blur"]
-    sharp_but_starved, _ = judge({**scores, "edge_strength": 80.0, "bits_per_analysis_pixel": 20.0}, config)
-    assert sharp_but_starved == ["low_bitrate"]
+    assert size_floor(64 * 64, (31.0, 15.0)) == pytest.approx(31.0)
+    assert size_floor(32 * 32, (31.0, 15.0)) == pytest.approx(31.0)  # constant outside the two anchors
+    assert size_floor(640 * 360, (31.0, 15.0)) == pytest.approx(15.0)
+    assert size_floor(3840 * 2160, (31.0, 15.0)) == pytest.approx(15.0)
+    middle = size_floor(round((64 * 64 * 640 * 360) ** 0.5), (31.0, 15.0))
+    assert middle == pytest.approx((31.0 * 15.0) ** 0.5, rel=1e-3)  # geometric halfway
+    edge = 20.0  # blurred for a 64-px source, crisp enough for a 720p one shrunk to the analysis size
+    small = size_relative_scores({"edge_strength": edge, "intra_bits_per_pixel": 1.0}, 64 * 64, config)
+    large = size_relative_scores({"edge_strength": edge, "intra_bits_per_pixel": 1.0}, 1280 * 720, config)
+    assert small["edge_strength_vs_floor"] < 1 < large["edge_strength_vs_floor"]
+    assert small["intra_bits_vs_floor"] < 1 < large["intra_bits_vs_floor"]
+
+
+def test_still_clips_are_not_starved_when_their_keyframes_carry_the_bits(tmp_path: Path) -> None:
+    """A still 640x360 clip costs almost nothing after its first frame; judged by keyframe bits it is not
+    starved (all-frame bits per pixel called such clips low_bitrate before), while a QP-50 encode is."""
+    rng = np.random.default_rng(4)
+    scene = cv2.GaussianBlur(rng.integers(0, 256, (360, 640, 3), dtype=np.uint8), (0, 0), 2.0)
+    still = np.repeat(scene[None], 96, axis=0)  # 4 s
+    source = tmp_path / "src"
+    write_video(source / "still.mp4", still, fps=24)
+    write_video(source / "starved.mp4", still, fps=24, qp=50)
+    context = {"config_hash": "t", "code_version": "t"}
+    by_name = {}
+    for item in list_inputs(source):
+        (record,) = process_item(item, CurateConfig(), tmp_path / "out", context)
+        by_name[Path(item.path).name] = record
+    assert by_name["still.mp4"]["scores"]["bits_per_pixel_at_64"] < CurateConfig().min_bits_per_pixel
+    assert "low_bitrate" not in by_name["still.mp4"]["reasons"] and "static" in by_name["still.mp4"]["reasons"]
+    assert by_name["starved.mp4"]["reasons"][0] == "low_bitrate"
 
 
 def _subtitled(path: Path, text: str | None, size: tuple[int, int] = (512, 288)) -> Path:
@@ -285,3 +318,35 @@ def test_thin_subtitles_on_large_frames_are_read_on_detail_frames(tmp_path: Path
     assert texted["scores"]["text_fraction"] > 2 * config.text_min_fraction
     blind = process_item(items["sub.mp4"], config.model_copy(update={"detail_frames": 0}), tmp_path / "o2", context)
     assert blind[0]["scores"]["text_fraction"] < config.text_min_fraction  # what the analysis frames alone see
+
+
+def test_duplicate_check_uses_the_keyframes_workers_saved(world, tmp_path: Path, monkeypatch) -> None:
+    """The pool-wide dedup compares keyframes each worker stored beside its marker: no clip is decoded again
+    (and results of older versions without them are still deduplicated, by decoding)."""
+    import shutil
+
+    from libragen.curate import pipeline
+
+    source = tmp_path / "src"
+    source.mkdir()
+    copies = []
+    for row, _ in world.of_kind("near_duplicate")[:2]:
+        original = next(r for r in world.rows if r["clip_id"] == json.loads(row["defect_params"])["duplicate_of"])
+        for clip in (row, original):
+            shutil.copy(world.path(clip), source / Path(clip["path"]).name)
+        copies.append(Path(row["path"]).name)
+    out = tmp_path / "out"
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("dedup decoded a clip")
+
+    monkeypatch.setattr(pipeline, "read_video", no_decoding)
+    run_curation(source, out, CurateConfig(), workers=1)
+    dropped = sorted(r["clip_id"] for r in _records(out) if "near_duplicate" in r["reasons"])
+    assert dropped == sorted(copies)
+    assert len(list((out / "records").glob("*.keyframes.npz"))) == 4  # one per item with a kept clip
+    monkeypatch.undo()
+    for saved in (out / "records").glob("*.keyframes.npz"):
+        saved.unlink()  # as a run of an older version left it
+    run_curation(source, out, CurateConfig(), workers=1)
+    assert sorted(r["clip_id"] for r in _records(out) if "near_duplicate" in r["reasons"]) == dropped

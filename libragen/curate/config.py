@@ -43,11 +43,22 @@ class CurateConfig(StrictModel):
     min_flicker: float = Field(0.85, description="VBench temporal-flicker score below which a clip flickers")
 
     # picture quality
-    min_edge_strength: float = Field(31.0, description="99.5th percentile of |Laplacian| below which a clip is blurred")
+    min_edge_strength: tuple[float, float] = Field(
+        (31.0, 15.0),
+        description="99.5th percentile of |Laplacian| of the analysis luma below which a clip is blurred: at 64x64 "
+        "and at 640x360 source pixels or more, log-interpolated between (a source shrunk to the analysis size "
+        "has softer, anti-aliased edges than one drawn at it)",
+    )
+    min_intra_bits_per_pixel: tuple[float, float] = Field(
+        (2.1, 0.35),
+        description="keyframe (intra-coded) bits per pixel below which a clip is starved (low_bitrate): the floor "
+        "at 64x64 and at 640x360 pixels or more, log-interpolated between (smaller frames carry more detail per "
+        "pixel); codec-dependent",
+    )
     min_bits_per_pixel: float = Field(
         0.32,
-        description="encoded bits per pixel per frame, scaled to a 64x64 frame by sqrt(pixels / 4096), below "
-        "which a clip is starved",
+        description="of a clip both blurred and starved: encoded bits per analysis pixel per frame below which "
+        "the starved encode explains the blur (see probes.blur_or_starved)",
     )
     exposure_range: tuple[float, float] = Field((25.0, 235.0), description="allowed mean luma")
     letterbox_min_fraction: float = Field(0.05, description="black bar thickness (share of the side) that counts")

@@ -29,8 +29,7 @@ from libragen.core.video import read_video
 from libragen.curate.config import CurateConfig
 from libragen.curate.dedup import aligned_correlation, duplicate_groups
 from libragen.curate.inputs import InputItem, list_inputs
-from libragen.curate.probes import luma
-from libragen.curate.process import marker_path, process_item
+from libragen.curate.process import keyframes_of, keyframes_path, marker_path, process_item
 from libragen.curate.schema import CURATED_NAME, CURATED_SCHEMA
 
 BLOCKS_PER_WORKER = 4
@@ -110,22 +109,27 @@ def _run_pending(
             on_item()
 
 
-def _keyframes(out: Path, record: dict[str, Any], config: CurateConfig) -> np.ndarray:
-    """Luma of the first, middle and last analysis frames of a clip (what duplicate checks compare)."""
+def _keyframes(out: Path, item_key: str, record: dict[str, Any], config: CurateConfig) -> np.ndarray:
+    """The clip's keyframes as its worker saved them; decoded again only for results of older versions."""
+    saved = keyframes_path(out, item_key)
+    if saved.is_file():
+        with np.load(saved) as stored:
+            if record["clip_id"] in stored:
+                return stored[record["clip_id"]]
     short = min(record["width"] or 0, record["height"] or 0)
     frames = read_video(
         out / record["path"],
         fps=min(config.analysis_fps, record["fps"] or config.analysis_fps),
         size=None if short <= config.analysis_size else config.analysis_size,
     )
-    return luma(frames[[0, len(frames) // 2, len(frames) - 1]])
+    return keyframes_of(frames)
 
 
-def _dedup(records: list[dict[str, Any]], config: CurateConfig, out: Path) -> None:
+def _dedup(records: list[dict[str, Any]], item_keys: list[str], config: CurateConfig, out: Path) -> None:
     """Reject all but the best copy of every near-duplicate group among the clips still kept.
 
-    The best copy is the one with the largest short side, then the most bits per pixel (the least
-    re-encoded), then the highest quality score.
+    ``item_keys[i]`` is the input item that ``records[i]`` came from. The best copy is the one with the
+    largest short side, then the most bits per pixel (the least re-encoded), then the highest quality score.
     """
     candidates = [i for i, r in enumerate(records) if r["keep"] and r["phash"]]
     keyframes: dict[int, np.ndarray] = {}
@@ -133,7 +137,8 @@ def _dedup(records: list[dict[str, Any]], config: CurateConfig, out: Path) -> No
     def same_content(a: int, b: int) -> bool:
         for k in (a, b):
             if k not in keyframes:
-                keyframes[k] = _keyframes(out, records[candidates[k]], config)
+                index = candidates[k]
+                keyframes[k] = _keyframes(out, item_keys[index], records[index], config).astype(np.float32)
         return (
             aligned_correlation(keyframes[a], keyframes[b], config.duplicate_max_shift)
             >= config.duplicate_min_correlation
@@ -189,8 +194,12 @@ def run_curation(
         on_start(len(items), len(pending))
     if pending:
         _run_pending(pending, config, out, context, workers, on_item)
-    records = [r for item in items for r in json.loads(marker_path(out, item.key).read_text())]
-    _dedup(records, config, out)
+    records, item_keys = [], []
+    for item in items:
+        rows = json.loads(marker_path(out, item.key).read_text())
+        records += rows
+        item_keys += [item.key] * len(rows)
+    _dedup(records, item_keys, config, out)
     _keep_top(records, keep)
     manifest = out / CURATED_NAME
     with atomic_path(manifest) as tmp:

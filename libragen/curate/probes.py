@@ -6,11 +6,11 @@ Every probe reads the same frames (decoded once at ``analysis_size``/``analysis_
   measure, 0-255 scale); :func:`find_cuts` marks pairs that are large *and* outliers for the clip.
 * ``motion`` — mean over frame pairs (every ``flow_pair_step``-th) of the top-5 % optical-flow magnitude
   (px/frame); ``flicker`` — VBench's score.
-* ``edge_strength`` — how crisp the crispest edges are (judges blur); Laplacian ``sharpness`` comes with the
-  quality scores;
-  ``blockiness`` — luma gradient across 8-px block edges over
-  the gradient inside blocks (starved H.264 shows its block grid); ``bits_per_pixel`` from the container
-  (judged scaled to a 64x64 frame, ``bits_per_pixel_at_64``).
+* ``edge_strength`` — how crisp the crispest edges are (judges blur, against a floor that depends on the source
+  size: ``edge_strength_vs_floor``); Laplacian ``sharpness`` comes with the quality scores; ``blockiness`` —
+  luma gradient across 8-px block edges over the gradient inside blocks; from the container, bits per pixel of
+  all frames (``bits_per_pixel``, ``bits_per_pixel_at_64``: informational) and of keyframes
+  (``intra_bits_per_pixel``, judged against a size-dependent floor: ``intra_bits_vs_floor``).
 * ``mean_luma``; ``letterbox`` — thickness (share of the side) of black bars present in every frame.
 * ``text_fraction`` — share of the frame covered by static, very bright pixels next to static, very dark
   ones (burned-in subtitles/watermarks are white with a dark rim and do not move with the scene). Read on
@@ -89,13 +89,15 @@ def letterbox(frames: np.ndarray, max_luma: float) -> float:
 
 
 def _steady_where(y: np.ndarray, candidates: np.ndarray, level: float, above: bool) -> np.ndarray:
-    """Of the ``candidates`` (H, W) pixels, those steady over time (std < 6) with mean above/below ``level``."""
-    values = y[:, candidates].astype(np.float32)
+    """Of the ``candidates`` (H, W) pixels of ``y`` (T, H, W), those steady over time (std < 6) with mean
+    above/below ``level``."""
+    index = np.flatnonzero(candidates)
+    values = y.reshape(len(y), -1)[:, index].astype(np.float32)
     mean = values.mean(axis=0)
     chosen = (values.std(axis=0) < 6.0) & ((mean > level) if above else (mean < level))
-    out = np.zeros(candidates.shape, bool)
-    out[candidates] = chosen
-    return out
+    out = np.zeros(candidates.size, bool)
+    out[index[chosen]] = True
+    return out.reshape(candidates.shape)
 
 
 def text_fraction(y: np.ndarray, bars: float = 0.0, reach: int = 1) -> float:
@@ -108,8 +110,8 @@ def text_fraction(y: np.ndarray, bars: float = 0.0, reach: int = 1) -> float:
     pixels is read on a grid of one pixel per ``reach``.
 
     Exact but cheap on large frames: a pixel whose mean is above 215 with std below 6 has no value below
-    215 - 6 sqrt(T - 1), so the per-frame minimum and maximum pick the few candidates whose mean and std are
-    then computed.
+    215 - 6 sqrt(T - 1) and spans at most 12 sqrt(T - 1) levels, so the per-pixel minimum and maximum over
+    frames pick the few candidates whose mean and std are then computed.
     """
     height, width = y.shape[1:]
     crop_y, crop_x = int(np.ceil(bars * height)) + reach, int(np.ceil(bars * width)) + reach
@@ -118,9 +120,11 @@ def text_fraction(y: np.ndarray, bars: float = 0.0, reach: int = 1) -> float:
     grid = y[:, ::reach, ::reach].astype(np.float32)
     if (grid.std(axis=0) < 6.0).mean() > 0.95:
         return 0.0
-    slack = 6.0 * np.sqrt(max(len(y) - 1, 0))
-    bright = _steady_where(y, y.min(axis=0) > 215 - slack, 215, above=True)
-    dark = _steady_where(y, y.max(axis=0) < 50 + slack, 50, above=False).astype(np.uint8)
+    slack = 6.0 * np.sqrt(max(len(y) - 1, 0))  # the farthest one value can be from the mean when std < 6
+    low, high = y.min(axis=0), y.max(axis=0)
+    steady = (high.astype(np.int16) - low) <= 2 * slack
+    bright = _steady_where(y, steady & (low > 215 - slack), 215, above=True)
+    dark = _steady_where(y, steady & (high < 50 + slack), 50, above=False).astype(np.uint8)
     rim = cv2.dilate(dark, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)) > 0
     return float((bright & rim).mean())
 
@@ -195,8 +199,8 @@ CHECKS: tuple[Check, ...] = (
     ("bad_fps", "fps", lambda c: c.max_fps, False),
     ("static", "motion", lambda c: c.static_max_motion, True),
     ("flicker", "flicker", lambda c: c.min_flicker, True),
-    ("blur", "edge_strength", lambda c: c.min_edge_strength, True),
-    ("low_bitrate", "bits_per_pixel_at_64", lambda c: c.min_bits_per_pixel, True),
+    ("blur", "edge_strength_vs_floor", lambda c: 1.0, True),
+    ("low_bitrate", "intra_bits_vs_floor", lambda c: 1.0, True),
     ("dark_or_bright", "mean_luma", lambda c: c.exposure_range[0], True),
     ("dark_or_bright", "mean_luma", lambda c: c.exposure_range[1], False),
     ("letterbox", "letterbox", lambda c: c.letterbox_min_fraction, False),
@@ -213,6 +217,34 @@ PRIORITY: tuple[str, ...] = REJECT_REASONS
 def order_reasons(reasons: list[str]) -> list[str]:
     """Unique reasons sorted by :data:`PRIORITY`."""
     return sorted(set(reasons), key=PRIORITY.index)
+
+
+#: Source frame sizes (pixels) at which the two values of a size-dependent threshold apply.
+FLOOR_PIXELS = (64 * 64, 640 * 360)
+
+
+def size_floor(pixels: int, floors: tuple[float, float]) -> float:
+    """A threshold given at 64x64 and at >= 640x360 source pixels, log-interpolated between, for ``pixels``.
+
+    Two curation scores depend on the source size on LibraWorld (docs/results.md, issue #5), and not by one
+    power law: keyframe bits per pixel (clean >= 2.4 at 64x64, >= 0.56 at 640x360 and 1280x720; starved QP
+    46-51 encodes <= 1.8, 0.13, 0.23) and the edge strength of the analysis frames (blurred <= 26, 10, 13;
+    clean >= 93, 28, 41 — a source shrunk to the analysis size has anti-aliased edges).
+    """
+    small, large = (np.log(p) for p in FLOOR_PIXELS)
+    position = float(np.clip((np.log(max(pixels, 1)) - small) / (large - small), 0.0, 1.0))
+    return float(np.exp(np.log(floors[0]) + position * (np.log(floors[1]) - np.log(floors[0]))))
+
+
+def size_relative_scores(scores: dict[str, float], pixels: int, config: CurateConfig) -> dict[str, float]:
+    """Scores whose threshold depends on the source size, divided by it (below 1: reject)."""
+    out = {}
+    if "edge_strength" in scores:
+        out["edge_strength_vs_floor"] = scores["edge_strength"] / size_floor(pixels, config.min_edge_strength)
+    if "intra_bits_per_pixel" in scores:
+        floor = size_floor(pixels, config.min_intra_bits_per_pixel)
+        out["intra_bits_vs_floor"] = scores["intra_bits_per_pixel"] / floor
+    return out
 
 
 def blur_or_starved(scores: dict[str, float], config: CurateConfig) -> str:

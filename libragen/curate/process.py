@@ -3,11 +3,14 @@
 :func:`process_item` is what each Ray worker runs. Its result is committed as one marker file
 ``records/<key>.json`` (atomic), written only after every shot file it mentions is on disk, so a killed
 run leaves either a complete result for an item or none — a rerun redoes exactly the missing items.
+Beside it, ``records/<key>.keyframes.npz`` (written first) holds the luma keyframes of its kept clips, which
+the pool-wide duplicate check compares, so that check never decodes a clip again.
 """
 
 from __future__ import annotations
 
 import bisect
+import io
 import itertools
 import json
 import os
@@ -19,10 +22,20 @@ import cv2
 import numpy as np
 
 from libragen.core.files import sha256_file, write_bytes_atomic
-from libragen.core.video import VideoInfo, VideoReadError, VideoWriter, decode_for_analysis, iter_frames
+from libragen.core.video import VideoInfo, VideoReadError, VideoWriter, decode_for_analysis, iter_decoded
 from libragen.curate.config import CurateConfig
 from libragen.curate.inputs import InputItem, looks_like_container
-from libragen.curate.probes import clip_scores, find_cuts, hsv_changes, judge, order_reasons, phash, subject_scores
+from libragen.curate.probes import (
+    clip_scores,
+    find_cuts,
+    hsv_changes,
+    judge,
+    luma,
+    order_reasons,
+    phash,
+    size_relative_scores,
+    subject_scores,
+)
 from libragen.eval.quality import quality_scores
 
 RECORDS_DIR = "records"
@@ -31,6 +44,15 @@ CLIPS_DIR = "clips"
 
 def marker_path(out_dir: Path, key: str) -> Path:
     return out_dir / RECORDS_DIR / f"{key}.json"
+
+
+def keyframes_path(out_dir: Path, key: str) -> Path:
+    return out_dir / RECORDS_DIR / f"{key}.keyframes.npz"
+
+
+def keyframes_of(frames: np.ndarray) -> np.ndarray:
+    """(3, h, w) uint8 luma of a clip's first, middle and last analysis frames: what duplicate checks compare."""
+    return np.rint(luma(frames[[0, len(frames) // 2, len(frames) - 1]])).clip(0, 255).astype(np.uint8)
 
 
 def _unreadable_reason(path: str, error: VideoReadError | None) -> str:
@@ -76,6 +98,15 @@ def scaled_bits_per_pixel(size: int, width: int, height: int, frames: int) -> fl
     return size * 8.0 / (pixels * frames) * (pixels / 64.0**2) ** 0.5
 
 
+def intra_bits(keyframe_bytes: tuple[int, ...], width: int, height: int) -> dict[str, float]:
+    """Mean keyframe bits per pixel (none when no keyframe was read). An intra-coded frame's size depends on
+    the picture and the quantiser, not on motion, so still and slow clips — whose other frames cost next to
+    nothing — are not mistaken for starved encodes, as they were by the bits of all frames."""
+    if not keyframe_bytes:
+        return {}
+    return {"intra_bits_per_pixel": float(np.mean(keyframe_bytes)) * 8.0 / (width * height)}
+
+
 def quality_score(scores: dict[str, float]) -> float:
     """The ranking score of ``--keep N``: 0.5 x visual quality + 0.3 x motion + 0.2 x subject size, each in [0, 1].
 
@@ -109,7 +140,8 @@ def _slice_subjects(item: InputItem, info: VideoInfo, start_time: float, end_tim
 def _write_shots(
     item: InputItem, info: VideoInfo, shots: list[tuple[float, float]], out: Path, threads: int | None
 ) -> list[Path]:
-    """Re-encode the shots [start, end) seconds of the source at its native size, in one decoding pass.
+    """Re-encode the shots [start, end) seconds of the source at its native size, in one decoding pass
+    (decoded frames go to the encoder as they are, without a round trip through RGB).
 
     Frames stream from the decoder into one encoder per shot, so memory stays a few frames however long
     the source is; a failure leaves no shot file behind.
@@ -120,14 +152,13 @@ def _write_shots(
     targets = [out / CLIPS_DIR / f"{item.key}_shot{k}.mp4" for k in range(len(shots))]
     with ExitStack() as open_writers:
         writers: dict[int, VideoWriter] = {}
-        for index, frame in enumerate(iter_frames(item.path, threads=threads)):
+        for index, frame in enumerate(iter_decoded(item.path, threads=threads)):
             if index >= end:
                 break
             shot = bisect.bisect_right(firsts, index) - 1
             if shot not in writers:
                 writers[shot] = open_writers.enter_context(VideoWriter(targets[shot], fps))
-            height, width = frame.shape[0] // 2 * 2, frame.shape[1] // 2 * 2
-            writers[shot].write(frame[:height, :width])
+            writers[shot].write_frame(frame)
         missing = [k for k in range(len(shots)) if k not in writers]
         if missing:
             raise VideoReadError(item.path, f"shots {missing} have no decodable frames")
@@ -148,14 +179,25 @@ def process_item(
     """
     cv2.setNumThreads(1)
     out = Path(out_dir)
-    records = _records(item, config, out, context, decode_threads)
+    keyframes: dict[str, np.ndarray] = {}
+    records = _records(item, config, out, context, decode_threads, keyframes)
+    if keyframes:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **keyframes)
+        write_bytes_atomic(keyframes_path(out, item.key), buffer.getvalue())
     write_bytes_atomic(marker_path(out, item.key), json.dumps(records).encode())
     return records
 
 
 def _records(
-    item: InputItem, config: CurateConfig, out: Path, context: dict[str, str], threads: int | None
+    item: InputItem,
+    config: CurateConfig,
+    out: Path,
+    context: dict[str, str],
+    threads: int | None,
+    keyframes: dict[str, np.ndarray],
 ) -> list[dict[str, Any]]:
+    """The item's rows; the keyframes of the clips kept so far go into ``keyframes`` by clip id."""
     base = _base_record(item, context)
     size = os.path.getsize(item.path)
     if size > config.max_file_bytes:
@@ -183,6 +225,7 @@ def _records(
         "bits_per_pixel": bits / (info.width * info.height),
         "bits_per_pixel_at_64": scaled_bits_per_pixel(size, info.width, info.height, native_frames),
         "bits_per_analysis_pixel": bits / (frames.shape[1] * frames.shape[2]),
+        **intra_bits(decoded.keyframe_bytes, info.width, info.height),
         "file_bytes": float(size),
     }
     cuts = find_cuts(hsv_changes(frames), config)
@@ -218,10 +261,13 @@ def _records(
                 scores.update(subject_scores(boxes, visible, float(info.width * info.height)))
             else:
                 scores.update({"subject_fraction": 0.0, "visible_fraction": 0.0})
+        scores.update(size_relative_scores(scores, info.width * info.height, config))
         reasons, near = judge(scores, config)
         if sliced is not None and not sliced:
             reasons = order_reasons([*reasons, "no_subject"])
         clip_id = f"{item.source_id}#shot{shot}" if cuts else item.source_id
+        if not reasons:
+            keyframes[clip_id] = keyframes_of(shot_frames)
         path = paths[shot]
         records.append(
             {

@@ -48,7 +48,7 @@ def _histograms(records: list[dict], config: CurateConfig) -> str:
     for axis, name in zip(axes.flat, names, strict=False):
         values = np.array([dict(r["scores"])[name] for r in records if name in dict(r["scores"])])
         values = values[np.isfinite(values)]
-        logarithmic = name.startswith("bits_per_pixel") and values.size > 1 and values.min() > 0
+        logarithmic = "bits" in name and values.size > 1 and values.min() > 0
         bins = np.geomspace(values.min(), values.max() * 1.001, 40) if logarithmic else 40
         axis.hist(values, bins=bins, color="C0")
         if logarithmic:

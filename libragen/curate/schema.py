@@ -51,7 +51,10 @@ CURATED_NAME = "curated.parquet"
 #: Reject reasons curation can give (``reasons`` column). Unreadable inputs are told apart by what the
 #: bytes are: ``empty_file`` (0 bytes), ``not_video`` (no known container signature), ``corrupt_video``
 #: (a container header that does not decode, e.g. a truncated mp4), ``no_video_stream`` (audio only).
-#: The order is the priority: the first reason a clip has is its primary reason.
+#: The order is the priority: the first reason a clip has is its primary reason. Subject size and visibility
+#: come before ``blur``: a frame without a (visible) subject lacks the crisp outlines blur is judged by, so the
+#: subject explains the softness (three 640x360 LibraWorld clips; with a detector rather than ground-truth
+#: masks, a blurred clip whose subject was missed is still rejected, under the subject reason).
 REJECT_REASONS: tuple[str, ...] = (
     "empty_file",
     "not_video",
@@ -64,9 +67,9 @@ REJECT_REASONS: tuple[str, ...] = (
     "letterbox",
     "text_overlay",
     "low_bitrate",
-    "blur",
     "subject_too_small",
     "occluded",
+    "blur",
     "no_subject",
     "static",
     "flicker",
