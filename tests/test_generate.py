@@ -43,7 +43,10 @@ def test_pipeline_returns_frames_for_each_prompt(model, tmp_path):
         ref_scale="interval:3:0.5:1",
         text_scale="4",
     )
-    assert np.array_equal(again.frames[0], out.frames[0])  # a prompt's video does not depend on its batch
+    # A prompt's video does not depend on its batch — up to float rounding: BLAS picks kernels by matrix shape,
+    # so a batch of 2 and of 1 may sum in different orders (seen as 1-level uint8 flips on an AVX-512 machine).
+    difference = np.abs(again.frames[0].astype(np.int16) - out.frames[0])
+    assert difference.max() <= 2 and difference.mean() < 0.05
     with pytest.raises(InvalidInput, match="empty prompt"):
         pipe("   ")
 
