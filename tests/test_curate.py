@@ -283,6 +283,21 @@ def test_still_clips_are_not_starved_when_their_keyframes_carry_the_bits(tmp_pat
     assert by_name["starved.mp4"]["reasons"][0] == "low_bitrate"
 
 
+def test_blur_and_starved_encode_explain_each_other() -> None:
+    """A soft 720p picture needs few bits (blur, not starved); a starved 64-px encode looks soft (starved); for
+    a source larger than the analysis size, its native block grid decides whatever the bits."""
+    config = CurateConfig()
+    scores = {"edge_strength_vs_floor": 0.2, "intra_bits_vs_floor": 0.3, "motion": 1.0, "flicker": 0.99}
+    starved, _ = judge({**scores, "bits_per_analysis_pixel": 0.1}, config)
+    soft, _ = judge({**scores, "bits_per_analysis_pixel": 20.0}, config)
+    assert starved == ["low_bitrate"] and soft == ["blur"]
+    sharp_but_starved, _ = judge({**scores, "edge_strength_vs_floor": 2.0, "bits_per_analysis_pixel": 20.0}, config)
+    assert sharp_but_starved == ["low_bitrate"]
+    soft_few_bits, _ = judge({**scores, "bits_per_analysis_pixel": 0.1, "detail_blockiness": 1.8}, config)
+    gridded, _ = judge({**scores, "bits_per_analysis_pixel": 20.0, "detail_blockiness": 6.0}, config)
+    assert soft_few_bits == ["blur"] and gridded == ["low_bitrate"]
+
+
 def _subtitled(path: Path, text: str | None, size: tuple[int, int] = (512, 288)) -> Path:
     """A panning textured scene at ``size`` with (or without) a white, thinly outlined subtitle."""
     width, height = size

@@ -60,6 +60,11 @@ class CurateConfig(StrictModel):
         description="of a clip both blurred and starved: encoded bits per analysis pixel per frame below which "
         "the starved encode explains the blur (see probes.blur_or_starved)",
     )
+    starved_min_detail_blockiness: float = Field(
+        3.0,
+        description="of a clip both blurred and starved, larger than the analysis size: block-grid strength of "
+        "its detail frames from which the starved encode explains the blur",
+    )
     exposure_range: tuple[float, float] = Field((25.0, 235.0), description="allowed mean luma")
     letterbox_min_fraction: float = Field(0.05, description="black bar thickness (share of the side) that counts")
     letterbox_max_luma: float = Field(24.0, description="a bar row/column is darker than this in every frame")

@@ -66,7 +66,12 @@ def edge_strength(frames: np.ndarray) -> float:
 
 def blockiness(frames: np.ndarray, block: int = 8) -> float:
     """Mean |horizontal + vertical luma step| on block edges over the same inside blocks (1 = no grid)."""
-    y = luma(frames)
+    return grid_blockiness(luma(frames), block)
+
+
+def grid_blockiness(y: np.ndarray, block: int = 8) -> float:
+    """:func:`blockiness` of luma ``y`` (T, H, W)."""
+    y = y.astype(np.float32)
     dx, dy = np.abs(np.diff(y, axis=2)), np.abs(np.diff(y, axis=1))
     edge_x = (np.arange(dx.shape[2]) % block) == block - 1
     edge_y = (np.arange(dy.shape[1]) % block) == block - 1
@@ -255,7 +260,14 @@ def blur_or_starved(scores: dict[str, float], config: CurateConfig) -> str:
     probe looks at (starved, the blur follows); if they are plenty — a 720p source holds hundreds of bits
     per 64-px analysis pixel — the softness was in the picture and the few bits follow from it. For a
     source at the analysis size both measures are the same number, so there a starved verdict wins.
+
+    When the source is larger than the analysis size, its native block grid decides instead
+    (``detail_blockiness``, on the detail frames): a starved encode shows it (3.96-11.2 on LibraWorld at
+    640x360), a blurred picture at a normal quantiser does not (1.5-2.2) — bits alone called a heavily
+    blurred 640x360 clip, which compresses to almost nothing, starved.
     """
+    if "detail_blockiness" in scores:
+        return "low_bitrate" if scores["detail_blockiness"] >= config.starved_min_detail_blockiness else "blur"
     bits = scores.get("bits_per_analysis_pixel", 0.0)
     return "low_bitrate" if bits < config.min_bits_per_pixel else "blur"
 

@@ -28,6 +28,7 @@ from libragen.curate.inputs import InputItem, looks_like_container
 from libragen.curate.probes import (
     clip_scores,
     find_cuts,
+    grid_blockiness,
     hsv_changes,
     judge,
     luma,
@@ -262,6 +263,10 @@ def _records(
             else:
                 scores.update({"subject_fraction": 0.0, "visible_fraction": 0.0})
         scores.update(size_relative_scores(scores, info.width * info.height, config))
+        if scores.get("edge_strength_vs_floor", 1.0) < 1 and scores.get("intra_bits_vs_floor", 1.0) < 1:
+            detail = decoded.detail_luma[in_shot]  # (edge strength exists only where clip_scores set in_shot)
+            if len(detail) >= 3:  # blurred and starved: the native block grid tells which explains the other
+                scores["detail_blockiness"] = grid_blockiness(detail)
         reasons, near = judge(scores, config)
         if sliced is not None and not sliced:
             reasons = order_reasons([*reasons, "no_subject"])
