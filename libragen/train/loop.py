@@ -241,7 +241,7 @@ class TrainingLoop:
             # oneDNN's bf16 kernels on CPUs with AVX512-BF16 gave run-to-run different and sometimes infinite
             # gradients for the same step (tests/test_train_loop.py, AMD EPYC); ATen's own bf16 CPU kernels are
             # deterministic. Scoped to this run: bf16 on a GPU, and anything outside the loop, is unaffected.
-            torch.backends.mkldnn.flags(enabled=not self._bf16_on_cpu()),
+            torch.backends.mkldnn.flags(enabled=torch.backends.mkldnn.enabled and not self._bf16_on_cpu()),
             progress_bar("train {task.description}", self.console) as progress,
             open(self.run_dir / "metrics.jsonl" if self.is_main else os.devnull, "a") as metrics,
         ):
