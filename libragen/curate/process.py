@@ -244,9 +244,9 @@ def _records(
         shot_frames = frames[first:last]
         start_time, end_time = first / analysis_fps, last / analysis_fps
         scores = {**container, "num_frames": float(len(shot_frames)), "source_cuts": float(len(cuts))}
+        detail = decoded.detail_luma[(decoded.detail_index >= first) & (decoded.detail_index < last)]
         if len(shot_frames) >= 2:
-            in_shot = (decoded.detail_index >= first) & (decoded.detail_index < last)
-            scores.update(clip_scores(shot_frames, config, decoded.detail_luma[in_shot]))
+            scores.update(clip_scores(shot_frames, config, detail))
         scores.update(
             {
                 f"{k}": v
@@ -263,10 +263,9 @@ def _records(
             else:
                 scores.update({"subject_fraction": 0.0, "visible_fraction": 0.0})
         scores.update(size_relative_scores(scores, info.width * info.height, config))
-        if scores.get("edge_strength_vs_floor", 1.0) < 1 and scores.get("intra_bits_vs_floor", 1.0) < 1:
-            detail = decoded.detail_luma[in_shot]  # (edge strength exists only where clip_scores set in_shot)
-            if len(detail) >= 3:  # blurred and starved: the native block grid tells which explains the other
-                scores["detail_blockiness"] = grid_blockiness(detail)
+        blurred_and_starved = scores.get("edge_strength_vs_floor", 1) < 1 and scores.get("intra_bits_vs_floor", 1) < 1
+        if blurred_and_starved and len(detail) >= 3:  # the native block grid tells which explains the other
+            scores["detail_blockiness"] = grid_blockiness(detail)
         reasons, near = judge(scores, config)
         if sliced is not None and not sliced:
             reasons = order_reasons([*reasons, "no_subject"])
