@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from libragen.core.files import sha256_file
 from libragen.core.video import read_video, write_video
 from libragen.curate.config import CurateConfig
 from libragen.curate.dedup import duplicate_groups
@@ -223,22 +224,49 @@ def test_bad_input_argument_is_a_clear_error(tmp_path: Path, bad: str) -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and str(target) in proc.stderr
 
 
-def test_cut_source_is_split_into_shot_files_with_the_right_frames(tmp_path: Path) -> None:
-    """A 24 fps source with a hard cut at 1.0 s: two shot files, each holding exactly its own frames."""
+def _cut_source(tmp_path: Path) -> tuple[np.ndarray, Path]:
+    """A 24 fps source with a hard cut at 1.0 s and a band that tells each frame's index."""
     frames = np.empty((44, 48, 64, 3), np.uint8)
     frames[:24], frames[24:] = (30, 60, 200), (220, 140, 30)  # two scenes
-    frames[:, 10:20, :] = (np.arange(44) % 24 * 10 + 10)[:, None, None, None]  # a band that tells the frame index
-    source = write_video(tmp_path / "src" / "cut.mp4", frames, fps=24, crf=10)
+    frames[:, 10:20, :] = (np.arange(44) % 24 * 10 + 10)[:, None, None, None]
+    return frames, write_video(tmp_path / "src" / "cut.mp4", frames, fps=24, crf=10)
+
+
+# Flat test frames compress to almost nothing: without the bitrate floors both shots can be kept.
+NO_BITRATE_FLOOR = {"min_intra_bits_per_pixel": (0.0, 0.0), "min_bits_per_pixel": 0.0}
+
+
+def test_cut_source_is_split_into_shot_files_with_the_right_frames(tmp_path: Path) -> None:
+    frames, source = _cut_source(tmp_path)
     item = list_inputs(tmp_path / "src")[0]
-    records = process_item(item, CurateConfig(), tmp_path / "out", {"config_hash": "t", "code_version": "t"})
+    config = CurateConfig(**NO_BITRATE_FLOOR, min_frames=4)
+    records = process_item(item, config, tmp_path / "out", {"config_hash": "t", "code_version": "t"})
     assert [r["clip_id"] for r in records] == ["cut.mp4#shot0", "cut.mp4#shot1"]
     assert [(r["start_frame"], r["end_frame"]) for r in records] == [(0, 24), (24, 44)]
+    assert all(r["keep"] for r in records), [r["reasons"] for r in records]
     for record, (first, last) in zip(records, [(0, 24), (24, 44)], strict=True):
         shot = read_video(tmp_path / "out" / record["path"])
         assert len(shot) == last - first
         assert np.abs(shot[:, 12:18].mean(axis=(1, 2, 3)) - (np.arange(first, last) % 24 * 10 + 10)).max() < 4
         assert np.abs(shot[:, 30:].astype(int) - frames[first:last, 30:]).mean() < 3
+        assert record["content_hash"] == sha256_file(tmp_path / "out" / record["path"])
     assert read_video(source).shape == frames.shape  # the source is left as it was
+
+
+def test_rejected_shots_are_not_encoded_and_still_show_in_the_report(tmp_path: Path) -> None:
+    """Shot 1 (20 source frames, 7 at the analysis rate) is too short: only shot 0 becomes a file."""
+    _cut_source(tmp_path)
+    item = list_inputs(tmp_path / "src")[0]
+    out = tmp_path / "out"
+    records = process_item(item, CurateConfig(**NO_BITRATE_FLOOR), out, {"config_hash": "t", "code_version": "t"})
+    assert [r["keep"] for r in records] == [True, False] and records[1]["reasons"][0] == "too_short"
+    assert records[1]["path"] is None and records[1]["content_hash"] is None
+    assert [p.name for p in (out / "clips").iterdir()] == [Path(records[0]["path"]).name]
+    assert len(read_video(out / records[0]["path"])) == 24
+    from libragen.curate.report import _thumbnail
+
+    thumb = np.asarray(_thumbnail(out, {**records[1], "source_path": item.path}))
+    assert np.abs(thumb[60:].reshape(-1, 3).mean(0) - (220, 140, 30)).max() < 12  # shot 1's scene, from the source
 
 
 def test_bitrate_is_judged_on_a_frame_size_independent_scale() -> None:

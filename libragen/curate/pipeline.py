@@ -32,7 +32,35 @@ from libragen.curate.inputs import InputItem, list_inputs
 from libragen.curate.process import keyframes_of, keyframes_path, marker_path, process_item
 from libragen.curate.schema import CURATED_NAME, CURATED_SCHEMA
 
-BLOCKS_PER_WORKER = 4
+MAX_CHUNK = 64  # inputs per Ray task at most: progress and load balance on very large pools
+
+
+def guided_chunks(count: int, workers: int, max_chunk: int = MAX_CHUNK) -> list[tuple[int, int]]:
+    """Split ``count`` inputs into [start, stop) chunks that shrink as the work runs out (guided scheduling).
+
+    Each chunk is the remaining work over twice the workers (at most ``max_chunk``, at least one input), so
+    the first tasks are long, Ray's per-task cost is paid a few dozen times rather than once per file, and
+    the last tasks are single files: a worker that finishes early waits for at most one file, not one block.
+    """
+    chunks, start = [], 0
+    while start < count:
+        size = min(max_chunk, max(1, -(-(count - start) // (2 * workers))))
+        chunks.append((start, start + size))
+        start += size
+    return chunks
+
+
+def _cost_order(items: list[InputItem]) -> list[InputItem]:
+    """Largest files first: file size is the cheapest guess of decoding cost, so the small guided chunks at
+    the end get the cheap files (longest-processing-time-first)."""
+
+    def size(item: InputItem) -> int:
+        try:
+            return os.path.getsize(item.path)
+        except OSError:
+            return 0
+
+    return sorted(items, key=lambda item: (-size(item), item.key))
 
 
 @dataclass(frozen=True)
@@ -95,14 +123,15 @@ def _run_pending(
 
     def work(batch: dict[str, np.ndarray]) -> dict[str, list]:
         config_in_worker = CurateConfig.model_validate_json(config_json)
-        keys = [str(key) for key in batch["key"]]
+        keys = [str(key) for chunk in batch["keys"] for key in chunk]
         # Each task holds one CPU (num_cpus=1 below), so its decoder gets one thread: N workers use N cores.
         counts = [len(process_item(by_key[key], config_in_worker, out, context, decode_threads=1)) for key in keys]
         return {"key": keys, "records": counts}
 
-    # A few blocks per worker: enough to balance load, few enough that Ray's per-task cost stays small.
-    blocks = max(1, min(len(pending), workers * BLOCKS_PER_WORKER))
-    dataset = ray.data.from_items([{"key": item.key} for item in pending], override_num_blocks=blocks)
+    # One row, one block, one task per chunk; Ray hands the chunks out in order as workers free up.
+    ordered = _cost_order(pending)
+    rows = [{"keys": [item.key for item in ordered[a:b]]} for a, b in guided_chunks(len(ordered), workers)]
+    dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
     results = dataset.map_batches(work, batch_size=None, num_cpus=1, concurrency=workers)
     for _ in results.iter_rows():
         if on_item:

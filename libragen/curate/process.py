@@ -139,28 +139,32 @@ def _slice_subjects(item: InputItem, info: VideoInfo, start_time: float, end_tim
 
 
 def _write_shots(
-    item: InputItem, info: VideoInfo, shots: list[tuple[float, float]], out: Path, threads: int | None
-) -> list[Path]:
-    """Re-encode the shots [start, end) seconds of the source at its native size, in one decoding pass
-    (decoded frames go to the encoder as they are, without a round trip through RGB).
+    item: InputItem, info: VideoInfo, shots: dict[int, tuple[float, float]], out: Path, threads: int | None
+) -> dict[int, Path]:
+    """Re-encode the shots {index: [start, end) seconds} of the source at its native size, in one decoding
+    pass (decoded frames go to the encoder as they are, without a round trip through RGB).
 
     Frames stream from the decoder into one encoder per shot, so memory stays a few frames however long
     the source is; a failure leaves no shot file behind.
     """
     fps = info.fps or 8.0
-    firsts = [round(start * fps) for start, _ in shots]
-    end = max(firsts[-1] + 1, round(shots[-1][1] * fps))
-    targets = [out / CLIPS_DIR / f"{item.key}_shot{k}.mp4" for k in range(len(shots))]
+    order = sorted(shots)
+    firsts = [round(shots[k][0] * fps) for k in order]
+    lasts = [max(first + 1, round(shots[k][1] * fps)) for first, k in zip(firsts, order, strict=True)]
+    targets = {k: out / CLIPS_DIR / f"{item.key}_shot{k}.mp4" for k in order}
     with ExitStack() as open_writers:
         writers: dict[int, VideoWriter] = {}
         for index, frame in enumerate(iter_decoded(item.path, threads=threads)):
-            if index >= end:
+            if index >= lasts[-1]:
                 break
-            shot = bisect.bisect_right(firsts, index) - 1
+            position = bisect.bisect_right(firsts, index) - 1
+            if position < 0 or index >= lasts[position]:
+                continue  # a frame of a shot that is not written
+            shot = order[position]
             if shot not in writers:
                 writers[shot] = open_writers.enter_context(VideoWriter(targets[shot], fps))
             writers[shot].write_frame(frame)
-        missing = [k for k in range(len(shots)) if k not in writers]
+        missing = [k for k in order if k not in writers]
         if missing:
             raise VideoReadError(item.path, f"shots {missing} have no decodable frames")
     return targets
@@ -231,14 +235,6 @@ def _records(
     }
     cuts = find_cuts(hsv_changes(frames), config)
     bounds = [0, *cuts, len(frames)]
-    if cuts:
-        shots = [(first / analysis_fps, last / analysis_fps) for first, last in itertools.pairwise(bounds)]
-        try:
-            paths = _write_shots(item, info, shots, out, threads)
-        except VideoReadError as error:  # the analysis decode passed, the full-size one did not
-            return [{**base, "reasons": [_unreadable_reason(item.path, error)]}]
-    else:
-        paths = [Path(item.path)]
     records = []
     for shot, (first, last) in enumerate(itertools.pairwise(bounds)):
         shot_frames = frames[first:last]
@@ -272,15 +268,12 @@ def _records(
         clip_id = f"{item.source_id}#shot{shot}" if cuts else item.source_id
         if not reasons:
             keyframes[clip_id] = keyframes_of(shot_frames)
-        path = paths[shot]
         records.append(
             {
                 **base,
                 "clip_id": clip_id,
-                "path": os.path.relpath(path, out),
                 "start_frame": round(start_time * (info.fps or analysis_fps)),
                 "end_frame": min(native_frames, round(end_time * (info.fps or analysis_fps))),
-                "content_hash": sha256_file(path),
                 "keep": not reasons,
                 "reasons": reasons,
                 "near_reasons": near,
@@ -294,4 +287,18 @@ def _records(
                 "phash": np.packbits(phash(shot_frames)).tobytes().hex(),
             }
         )
+    if not cuts:
+        paths = {0: Path(item.path)}
+    else:
+        # Only kept shots become files: a rejected shot is located by source_path and its frame range.
+        kept = {k: (bounds[k] / analysis_fps, bounds[k + 1] / analysis_fps) for k, r in enumerate(records) if r["keep"]}
+        try:
+            paths = _write_shots(item, info, kept, out, threads) if kept else {}
+        except VideoReadError as error:  # the analysis decode passed, the full-size one did not
+            keyframes.clear()
+            return [{**base, "reasons": [_unreadable_reason(item.path, error)]}]
+    for shot, record in enumerate(records):
+        if shot in paths:
+            record["path"] = os.path.relpath(paths[shot], out)
+            record["content_hash"] = sha256_file(paths[shot])
     return records

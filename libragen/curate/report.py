@@ -64,11 +64,20 @@ def _histograms(records: list[dict], config: CurateConfig) -> str:
 
 
 def _thumbnail(root: Path, record: dict) -> Image.Image | None:
-    if not record["path"]:
+    """The middle frame of the clip: its own file, or for a rejected shot without one, its frame range of
+    the source."""
+    if record["path"]:
+        path, start, count = root / record["path"], 0.0, None
+    elif record.get("source_path") and record.get("fps") and record["end_frame"] > record["start_frame"]:
+        middle = (record["start_frame"] + record["end_frame"]) // 2
+        path, start, count = root / record["source_path"], middle / record["fps"], 1
+    else:
         return None
     try:
-        frames = read_video(root / record["path"], size=64)
+        frames = read_video(path, size=64, start=start, max_frames=count)
     except VideoReadError:
+        return None
+    if len(frames) == 0:
         return None
     return Image.fromarray(frames[len(frames) // 2]).resize((96, 96))
 

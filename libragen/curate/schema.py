@@ -3,9 +3,10 @@
 One row per clean clip candidate (a shot after splitting, or an unreadable input file):
 
 * ``clip_id`` — unique, stable across reruns (source id + shot index);
-* ``path`` — the clip's mp4, relative to the manifest's folder (None for unreadable inputs);
+* ``path`` — the clip's mp4, relative to the manifest's folder (None for unreadable inputs, and for rejected
+  shots of a source with cuts: only kept shots are re-encoded into files);
 * ``source_path`` — the input file it came from; ``start_frame``/``end_frame`` of the shot in the source;
-* ``content_hash`` — SHA-256 of the clip file (review decisions are tied to it);
+* ``content_hash`` — SHA-256 of the clip file (review decisions are tied to it; None when ``path`` is);
 * ``keep`` — the automatic verdict; ``reasons`` — reject reasons (empty when kept);
   ``near_reasons`` — thresholds the clip passed by less than 10 % (what nearly rejected it);
 * ``scores`` — every probe's number, name -> value; ``quality_score`` ranks clips for ``--keep N``;
