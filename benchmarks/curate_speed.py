@@ -1,14 +1,19 @@
 """Curation speed, in one run over the same files:
 
-1. every probe of the pipeline (one process, no Ray) vs PySceneDetect's ContentDetector alone — the target is
-   that the whole pipeline is no slower than that single probe, thanks to the one shared reduced decode;
+1. every probe of the pipeline vs PySceneDetect's ContentDetector alone — the target is that the whole
+   pipeline is no slower than that single probe, thanks to the one shared reduced decode. Timed two ways:
+   both in one process (each decoding with every core), and both spread over 2 processes the way each is
+   run on a whole machine (the pipeline as ``libragen curate run`` runs it: 2 Ray workers; PySceneDetect:
+   one file at a time to 2 plain processes);
 2. the Ray Data pipeline with 2 workers vs 1 worker (target >= 1.7x on 2 cores). Each Ray task holds one
-   CPU and decodes with one thread; the in-process run and PySceneDetect decode with every core. The same
-   per-file work in 2 plain processes vs 1 (no Ray) is timed too: how far this machine lets it scale.
+   CPU and decodes with one thread. The same per-file work in 2 plain processes vs 1 (no Ray, one file at a
+   time to whichever process is free) is timed too: how far this machine lets it scale.
 
     libragen world make --n 240 --defects 0.3 --seed 5 --config configs/world_720p.yaml --out /tmp/pool720
     python benchmarks/curate_speed.py --pool /tmp/pool720 --n 240 --out docs/examples/curate_speed/720p.json
 
+Every Ray run starts its own local cluster and worker processes (about 4-5 s on 2 cores, whatever the pool
+size), so on a small pool the start-up weighs on both Ray ratios; a larger ``--n`` shows the running rate.
 The pool's frame size decides the outcome: PySceneDetect decodes and converts every frame at full size, our
 pipeline decodes every frame too but converts and analyses only the analysis frames (short side
 ``analysis_size``, ``analysis_fps``), so the shared decode pays off as frames grow (on 64-px clips decoding is

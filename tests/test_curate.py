@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -393,3 +394,15 @@ def test_duplicate_check_uses_the_keyframes_workers_saved(world, tmp_path: Path,
         saved.unlink()  # as a run of an older version left it
     run_curation(source, out, CurateConfig(), workers=1)
     assert sorted(r["clip_id"] for r in _records(out) if "near_duplicate" in r["reasons"]) == dropped
+
+
+def test_guided_chunks_cover_every_input_once_and_end_with_single_files() -> None:
+    from libragen.curate.pipeline import guided_chunks
+
+    for count, workers in ((240, 1), (240, 2), (7, 4), (1, 2), (100_000, 8)):
+        chunks = guided_chunks(count, workers, max_chunk=64)
+        assert chunks[0][0] == 0 and chunks[-1][1] == count
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(chunks))  # contiguous, no overlap
+        sizes = [stop - start for start, stop in chunks]
+        assert sizes == sorted(sizes, reverse=True) and max(sizes) <= 64 and sizes[-1] == 1
+    assert len(guided_chunks(240, 2)) < 24  # a few dozen Ray tasks, not one per file
