@@ -406,3 +406,51 @@ def test_guided_chunks_cover_every_input_once_and_end_with_single_files() -> Non
         sizes = [stop - start for start, stop in chunks]
         assert sizes == sorted(sizes, reverse=True) and max(sizes) <= 64 and sizes[-1] == 1
     assert len(guided_chunks(240, 2)) < 24  # a few dozen Ray tasks, not one per file
+
+
+def _tiny_vision_folder(folder: Path) -> Path:
+    """A randomly initialised ViT saved as a local transformers folder (stands in for DINOv2)."""
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    config = ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
+    )
+    ViTModel(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def test_learned_scorers_score_kept_clips_and_their_thresholds_reject(world, tmp_path: Path) -> None:
+    from libragen.curate.learned import learned_scores
+    from libragen.eval.scorers import ScorerPaths
+
+    dino = _tiny_vision_folder(tmp_path / "dino")
+    row, _ = world.of_kind(None)[0]
+    item = next(i for i in list_inputs(world.root / "manifest.parquet") if i.source_id == row["clip_id"])
+    context = {"config_hash": "t", "code_version": "t"}
+    scored = CurateConfig(scorers=ScorerPaths(dino=dino))
+    [record] = process_item(item, scored, tmp_path / "a", context)
+    assert record["keep"] and 0.0 < record["scores"]["dino_consistency"] <= 1.0 + 1e-6
+    direct = learned_scores(item.path, 0.0, record["end_frame"] / record["fps"], None, scored)
+    assert direct["dino_consistency"] == pytest.approx(record["scores"]["dino_consistency"], abs=1e-6)
+    strict = scored.model_copy(update={"min_dino_consistency": 1.5})
+    [rejected] = process_item(item, strict, tmp_path / "b", context)
+    assert rejected["reasons"] == ["inconsistent"] and not rejected["keep"]
+    [plain] = process_item(item, CurateConfig(), tmp_path / "c", context)  # no path: skipped, never judged
+    assert "dino_consistency" not in plain["scores"] and plain["keep"]
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "clip.mp4").write_bytes(Path(item.path).read_bytes())
+    run_curation(tmp_path / "raw", tmp_path / "run", scored, workers=1)
+    assert "dino_consistency" in dict(_records(tmp_path / "run")[0]["scores"])
+    page = write_report(tmp_path / "run" / CURATED_NAME, tmp_path / "report.html", scored).read_text()
+    assert page.count("data:image/png;base64,") >= 2  # histograms (dino_consistency's without a threshold line)
+
+
+def test_a_missing_scorer_path_stops_the_run_before_any_work(world, tmp_path: Path) -> None:
+    from libragen.eval.scorers import ScorerPaths, skipped_notices
+
+    config = CurateConfig(scorers=ScorerPaths(dino=tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        run_curation(world.root / "manifest.parquet", tmp_path / "out", config)
+    assert not (tmp_path / "out").exists()
+    assert len(skipped_notices(ScorerPaths())) == 3

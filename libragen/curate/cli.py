@@ -15,6 +15,7 @@ from libragen.curate.config import CurateConfig
 from libragen.curate.pipeline import run_curation
 from libragen.curate.report import write_report
 from libragen.curate.schema import CURATED_NAME
+from libragen.eval.scorers import skipped_notices
 
 curate_app = typer.Typer(
     help="Automatic curation of a raw video pool (Ray Data, local by default).", no_args_is_help=True
@@ -34,6 +35,8 @@ def run(
 ) -> None:
     """Score every input, split shots, reject defects, dedup the pool; rerun to resume a killed run."""
     cfg = load_config(CurateConfig, config)
+    for notice in skipped_notices(cfg.scorers):
+        console.print(f"[dim]{notice}[/dim]")
     with progress_bar("curate", console) as progress:
         task = progress.add_task("inputs", total=None)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from libragen.core.config import StrictModel
+from libragen.eval.scorers import ScorerPaths
 
 
 class CurateConfig(StrictModel):
@@ -80,6 +81,19 @@ class CurateConfig(StrictModel):
     # subjects (detector, or LibraWorld ground-truth masks)
     min_subject_fraction: float = Field(0.02, description="largest subject's median box share of the frame")
     min_visible_fraction: float = Field(0.35, description="a subject hidden more than this on average is occluded")
+
+    # learned scorers (weights from local folders only; a scorer without a path is skipped with a notice).
+    # They score only clips every weight-free check kept, on a few frames decoded at ``scorer_frame_size``.
+    scorers: ScorerPaths = Field(default_factory=ScorerPaths, description="clip / dino / aesthetic folders")
+    scorer_frames: int = Field(4, ge=2, description="frames per clip shown to the learned scorers")
+    scorer_frame_size: int = Field(224, ge=32, description="short side of those frames, px")
+    min_aesthetic: float | None = Field(None, description="LAION aesthetic score below which a clip is rejected")
+    min_clip_text_alignment: float | None = Field(
+        None, description="CLIP image-caption cosine below which a clip is rejected (inputs with a caption)"
+    )
+    min_dino_consistency: float | None = Field(
+        None, description="mean DINO cosine of consecutive scorer frames below which a clip is rejected"
+    )
 
     # near-miss report: a score within this relative margin of a threshold is listed in near_reasons
     near_margin: float = Field(0.1, ge=0, le=1)

@@ -31,6 +31,7 @@ from libragen.curate.dedup import aligned_correlation, duplicate_groups
 from libragen.curate.inputs import InputItem, list_inputs
 from libragen.curate.process import keyframes_of, keyframes_path, marker_path, process_item
 from libragen.curate.schema import CURATED_NAME, CURATED_SCHEMA
+from libragen.eval.scorers import missing_paths
 
 MAX_CHUNK = 64  # inputs per Ray task at most: progress and load balance on very large pools
 
@@ -214,6 +215,9 @@ def run_curation(
     on_item: Callable[[], None] | None = None,
 ) -> CurationSummary:
     """Curate ``source`` (folder or manifest) into ``out_dir/curated.parquet``; resumes a killed run."""
+    missing = missing_paths(config.scorers)
+    if missing:
+        raise FileNotFoundError(f"{missing[0]}: scorer weights not found (give a local folder or file)")
     out = Path(out_dir)
     (out / "records").mkdir(parents=True, exist_ok=True)
     items = list_inputs(source)

@@ -197,6 +197,12 @@ def clip_scores(frames: np.ndarray, config: CurateConfig, detail_luma: np.ndarra
 
 Check = tuple[str, str, Callable[[CurateConfig], float], bool]  # reason, score, threshold, reject when below
 
+
+def _optional(threshold: float | None) -> float:
+    """A lower bound that may be unset (then nothing fails it)."""
+    return -np.inf if threshold is None else threshold
+
+
 CHECKS: tuple[Check, ...] = (
     ("too_short", "num_frames", lambda c: c.min_frames, True),
     ("low_resolution", "short_side", lambda c: c.min_side, True),
@@ -212,6 +218,9 @@ CHECKS: tuple[Check, ...] = (
     ("text_overlay", "text_fraction", lambda c: c.text_min_fraction, False),
     ("subject_too_small", "subject_fraction", lambda c: c.min_subject_fraction, True),
     ("occluded", "visible_fraction", lambda c: c.min_visible_fraction, True),
+    ("inconsistent", "dino_consistency", lambda c: _optional(c.min_dino_consistency), True),
+    ("low_text_alignment", "clip_text_alignment", lambda c: _optional(c.min_clip_text_alignment), True),
+    ("low_aesthetic", "aesthetic", lambda c: _optional(c.min_aesthetic), True),
 )
 
 
@@ -280,6 +289,8 @@ def judge(scores: dict[str, float], config: CurateConfig) -> tuple[list[str], li
         if name not in scores or not np.isfinite(scores[name]):
             continue
         value, threshold = scores[name], float(threshold_of(config))
+        if not np.isfinite(threshold):  # an optional check that is switched off
+            continue
         failed = value < threshold if below else value > threshold
         if failed:
             if reason not in reasons:

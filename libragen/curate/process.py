@@ -25,6 +25,7 @@ from libragen.core.files import sha256_file, write_bytes_atomic
 from libragen.core.video import VideoInfo, VideoReadError, VideoWriter, decode_for_analysis, iter_decoded
 from libragen.curate.config import CurateConfig
 from libragen.curate.inputs import InputItem, looks_like_container
+from libragen.curate.learned import any_scorer, learned_scores
 from libragen.curate.probes import (
     clip_scores,
     find_cuts,
@@ -263,6 +264,9 @@ def _records(
         if blurred_and_starved and len(detail) >= 3:  # the native block grid tells which explains the other
             scores["detail_blockiness"] = grid_blockiness(detail)
         reasons, near = judge(scores, config)
+        if not reasons and any_scorer(config):  # learned scorers only see what every cheap check kept
+            scores.update(learned_scores(item.path, start_time, end_time, item.caption, config))
+            reasons, near = judge(scores, config)
         if sliced is not None and not sliced:
             reasons = order_reasons([*reasons, "no_subject"])
         clip_id = f"{item.source_id}#shot{shot}" if cuts else item.source_id

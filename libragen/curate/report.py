@@ -54,7 +54,7 @@ def _histograms(records: list[dict], config: CurateConfig) -> str:
         if logarithmic:
             axis.set_xscale("log")
         for _reason, score, threshold, _below in CHECKS:
-            if score == name:
+            if score == name and np.isfinite(threshold(config)):  # an unset optional threshold draws no line
                 axis.axvline(threshold(config), color="C3", linestyle="--", linewidth=1)
         axis.set_title(name, fontsize=9)
     for axis in list(axes.flat)[len(names) :]:

@@ -75,6 +75,9 @@ REJECT_REASONS: tuple[str, ...] = (
     "static",
     "flicker",
     "dark_or_bright",
+    "inconsistent",
+    "low_text_alignment",
+    "low_aesthetic",
     "near_duplicate",
     "not_in_top_n",
 )

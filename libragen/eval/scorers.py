@@ -123,19 +123,30 @@ class LearnedScorers:
     notices: list[str] = field(default_factory=list)
 
 
+def skipped_notices(paths: ScorerPaths) -> list[str]:
+    """One line per scorer that will be skipped because its path is not given (nothing is loaded)."""
+    notices = []
+    if paths.clip is None:
+        notices.append("CLIP text alignment / CLIP-I skipped: no clip path given")
+    if paths.dino is None:
+        notices.append("DINO subject similarity skipped: no dino path given")
+    if paths.aesthetic_clip is None or paths.aesthetic_head is None:
+        notices.append("LAION aesthetic skipped: aesthetic_clip and aesthetic_head paths not both given")
+    return notices
+
+
+def missing_paths(paths: ScorerPaths) -> list[Path]:
+    """Given scorer paths that do not exist (checked before any work starts)."""
+    return [Path(p) for p in paths.model_dump().values() if p is not None and not Path(p).exists()]
+
+
 def load_scorers(paths: ScorerPaths) -> LearnedScorers:
     """Load the scorers whose folders are given; note the ones skipped."""
-    scorers = LearnedScorers()
+    scorers = LearnedScorers(notices=skipped_notices(paths))
     if paths.clip is not None:
         scorers.clip = CLIPScorer(paths.clip)
-    else:
-        scorers.notices.append("CLIP text alignment / CLIP-I skipped: no clip path given")
     if paths.dino is not None:
         scorers.dino = HFImageEmbedder(paths.dino)
-    else:
-        scorers.notices.append("DINO subject similarity skipped: no dino path given")
     if paths.aesthetic_clip is not None and paths.aesthetic_head is not None:
         scorers.aesthetic = AestheticScorer(paths.aesthetic_clip, paths.aesthetic_head)
-    else:
-        scorers.notices.append("LAION aesthetic skipped: aesthetic_clip and aesthetic_head paths not both given")
     return scorers
