@@ -454,3 +454,41 @@ def test_a_missing_scorer_path_stops_the_run_before_any_work(world, tmp_path: Pa
         run_curation(world.root / "manifest.parquet", tmp_path / "out", config)
     assert not (tmp_path / "out").exists()
     assert len(skipped_notices(ScorerPaths())) == 3
+
+
+class CentreBoxDetector:
+    """A stand-in SubjectDetector: one subject of a fixed share of the frame, or none."""
+
+    def __init__(self, share: float) -> None:
+        self.name, self.share = "centre-box", share
+
+    def detect(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.share == 0:
+            return np.zeros((0, len(frames), 4)), np.zeros((0, len(frames)))
+        height, width = frames.shape[1:3]
+        side = np.sqrt(self.share * height * width)
+        box = [(width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2]
+        return np.tile(box, (1, len(frames), 1)), np.ones((1, len(frames)))
+
+
+@pytest.mark.parametrize(("share", "reason"), [(0.25, None), (0.005, "subject_too_small"), (0.0, "no_subject")])
+def test_a_configured_detector_judges_subjects_of_footage_without_ground_truth(
+    world, tmp_path: Path, share: float, reason: str | None
+) -> None:
+    row, _ = world.of_kind(None)[0]
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "clip.mp4").write_bytes(world.path(row).read_bytes())  # a folder input: no ground truth
+    [item] = list_inputs(tmp_path / "raw")
+    config = CurateConfig(subject_detector=f"{__name__}:CentreBoxDetector", subject_detector_options={"share": share})
+    [record] = process_item(item, config, tmp_path / "out", {"config_hash": "t", "code_version": "t"})
+    assert record["scores"]["detected_subjects"] == (1 if share else 0)
+    assert record["scores"].get("subject_fraction", 0.0) == pytest.approx(share, rel=1e-6)
+    assert record["reasons"][:1] == ([reason] if reason else [])
+    [unjudged] = process_item(item, CurateConfig(), tmp_path / "plain", {"config_hash": "t", "code_version": "t"})
+    assert "subject_fraction" not in unjudged["scores"]
+
+
+def test_a_detector_that_cannot_be_imported_stops_the_run(tmp_path: Path) -> None:
+    config = CurateConfig(subject_detector="no_such_package.detectors:Nothing")
+    with pytest.raises(ValueError, match="cannot be imported"):
+        run_curation(tmp_path, tmp_path / "out", config)

@@ -7,6 +7,8 @@ them and look at the report's histograms.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from libragen.core.config import StrictModel
@@ -78,7 +80,13 @@ class CurateConfig(StrictModel):
     duplicate_min_correlation: float = Field(0.95, description="keyframe correlation confirming a duplicate")
     duplicate_max_shift: int = Field(3, ge=0, description="re-crop shift (px) searched when confirming")
 
-    # subjects (detector, or LibraWorld ground-truth masks)
+    # subjects (LibraWorld ground-truth masks, or a detector for footage without them)
+    subject_detector: str | None = Field(
+        None,
+        description="'package.module:Class' of a SubjectDetector, built with subject_detector_options (e.g. a local "
+        "weights path) once per worker; used for inputs without ground-truth subjects",
+    )
+    subject_detector_options: dict[str, Any] = Field(default_factory=dict)
     min_subject_fraction: float = Field(0.02, description="largest subject's median box share of the frame")
     min_visible_fraction: float = Field(0.35, description="a subject hidden more than this on average is occluded")
 

@@ -24,6 +24,7 @@ import numpy as np
 from libragen.core.files import sha256_file, write_bytes_atomic
 from libragen.core.video import VideoInfo, VideoReadError, VideoWriter, decode_for_analysis, iter_decoded
 from libragen.curate.config import CurateConfig
+from libragen.curate.detector import detected_subject_scores, load_detector
 from libragen.curate.inputs import InputItem, looks_like_container
 from libragen.curate.learned import any_scorer, learned_scores
 from libragen.curate.probes import (
@@ -236,6 +237,7 @@ def _records(
     }
     cuts = find_cuts(hsv_changes(frames), config)
     bounds = [0, *cuts, len(frames)]
+    detector = load_detector(config) if item.subjects_json is None else None
     records = []
     for shot, (first, last) in enumerate(itertools.pairwise(bounds)):
         shot_frames = frames[first:last]
@@ -259,6 +261,8 @@ def _records(
                 scores.update(subject_scores(boxes, visible, float(info.width * info.height)))
             else:
                 scores.update({"subject_fraction": 0.0, "visible_fraction": 0.0})
+        elif detector is not None and len(shot_frames):
+            scores.update(detected_subject_scores(detector, shot_frames))
         scores.update(size_relative_scores(scores, info.width * info.height, config))
         blurred_and_starved = scores.get("edge_strength_vs_floor", 1) < 1 and scores.get("intra_bits_vs_floor", 1) < 1
         if blurred_and_starved and len(detail) >= 3:  # the native block grid tells which explains the other
@@ -267,7 +271,7 @@ def _records(
         if not reasons and any_scorer(config):  # learned scorers only see what every cheap check kept
             scores.update(learned_scores(item.path, start_time, end_time, item.caption, config))
             reasons, near = judge(scores, config)
-        if sliced is not None and not sliced:
+        if (sliced is not None and not sliced) or scores.get("detected_subjects") == 0:
             reasons = order_reasons([*reasons, "no_subject"])
         clip_id = f"{item.source_id}#shot{shot}" if cuts else item.source_id
         if not reasons:
