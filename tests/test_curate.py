@@ -492,3 +492,31 @@ def test_a_detector_that_cannot_be_imported_stops_the_run(tmp_path: Path) -> Non
     config = CurateConfig(subject_detector="no_such_package.detectors:Nothing")
     with pytest.raises(ValueError, match="cannot be imported"):
         run_curation(tmp_path, tmp_path / "out", config)
+
+
+def test_ocr_backend_reads_burned_in_text_and_not_the_subjects(tmp_path: Path, monkeypatch) -> None:
+    """RapidOCR judges text_overlay on its own (the weight-free text check switched off): the two clips with a
+    caption burned in are flagged, the clean ones — whose subjects carry glyphs OCR may misread — are not."""
+    from libragen.world.config import WorldConfig
+    from libragen.world.generate import make_world
+
+    small = {"width": 320, "height": 180, "frames": 24, "fps": 12.0}
+    make_world(WorldConfig(**small, defect_rate=1.0, defect_kinds=["text_overlay"]), 2, tmp_path / "text", seed=3)
+    make_world(WorldConfig(**small), 3, tmp_path / "clean", seed=4)
+    context = {"config_hash": "t", "code_version": "t"}
+    ocr_only = CurateConfig(text_min_fraction=1.0, text_backend="rapidocr")
+    for pool, texted in (("text", True), ("clean", False)):
+        for item in list_inputs(tmp_path / pool / "manifest.parquet"):
+            [record] = process_item(item, ocr_only, tmp_path / "out", context)
+            assert ("text_overlay" in record["reasons"]) == texted, (pool, record["reasons"])
+            fraction = record["scores"]["ocr_text_fraction"]  # OCR ran: every other check kept the clip
+            assert fraction > 20 * ocr_only.max_ocr_text_fraction if texted else (fraction == 0.0 and record["keep"])
+
+    from libragen.curate import ocr, process
+
+    monkeypatch.setattr(ocr, "ocr_available", lambda: False)
+    monkeypatch.setattr(process, "ocr_available", lambda: False)
+    assert "not installed" in ocr.skipped_notice(ocr_only) and ocr.skipped_notice(CurateConfig()) is None
+    [item] = list_inputs(tmp_path / "text" / "manifest.parquet")[:1]
+    [record] = process_item(item, ocr_only, tmp_path / "out2", context)
+    assert record["keep"] and "ocr_text_fraction" not in record["scores"]  # skipped, not a failure

@@ -12,6 +12,7 @@ from rich.console import Console
 from libragen.core.config import load_config
 from libragen.core.progress import progress_bar
 from libragen.curate.config import CurateConfig
+from libragen.curate.ocr import skipped_notice as ocr_skipped_notice
 from libragen.curate.pipeline import run_curation
 from libragen.curate.report import write_report
 from libragen.curate.schema import CURATED_NAME
@@ -35,7 +36,9 @@ def run(
 ) -> None:
     """Score every input, split shots, reject defects, dedup the pool; rerun to resume a killed run."""
     cfg = load_config(CurateConfig, config)
-    for notice in skipped_notices(cfg.scorers):
+    for notice in [*skipped_notices(cfg.scorers), ocr_skipped_notice(cfg)]:
+        if notice is None:
+            continue
         console.print(f"[dim]{notice}[/dim]")
     with progress_bar("curate", console) as progress:
         task = progress.add_task("inputs", total=None)

@@ -7,7 +7,7 @@ them and look at the report's histograms.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -79,6 +79,17 @@ class CurateConfig(StrictModel):
     duplicate_max_distance: int = Field(48, ge=0, le=192, description="Hamming distance (of 192) of candidates")
     duplicate_min_correlation: float = Field(0.95, description="keyframe correlation confirming a duplicate")
     duplicate_max_shift: int = Field(3, ge=0, description="re-crop shift (px) searched when confirming")
+
+    # optional OCR text backend (pip install 'libragen[ocr]'): reads the detail frames of clips every other check
+    # kept; text found at the same place in several frames (burned in, not carried by a moving subject) counts
+    text_backend: Literal["weightfree", "rapidocr"] = Field(
+        "weightfree", description="rapidocr: also judge text_overlay by OCR (skipped with a notice if not installed)"
+    )
+    ocr_frames: int = Field(3, ge=2, description="detail frames read by OCR")
+    ocr_min_confidence: float = Field(0.8, ge=0, le=1, description="OCR text lines below this confidence are ignored")
+    max_ocr_text_fraction: float = Field(
+        0.0005, ge=0, description="share of the frame covered by steady OCR text above which a clip is text_overlay"
+    )
 
     # subjects (LibraWorld ground-truth masks, or a detector for footage without them)
     subject_detector: str | None = Field(

@@ -216,6 +216,7 @@ CHECKS: tuple[Check, ...] = (
     ("dark_or_bright", "mean_luma", lambda c: c.exposure_range[1], False),
     ("letterbox", "letterbox", lambda c: c.letterbox_min_fraction, False),
     ("text_overlay", "text_fraction", lambda c: c.text_min_fraction, False),
+    ("text_overlay", "ocr_text_fraction", lambda c: c.max_ocr_text_fraction, False),
     ("subject_too_small", "subject_fraction", lambda c: c.min_subject_fraction, True),
     ("occluded", "visible_fraction", lambda c: c.min_visible_fraction, True),
     ("inconsistent", "dino_consistency", lambda c: _optional(c.min_dino_consistency), True),

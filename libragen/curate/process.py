@@ -27,6 +27,7 @@ from libragen.curate.config import CurateConfig
 from libragen.curate.detector import detected_subject_scores, load_detector
 from libragen.curate.inputs import InputItem, looks_like_container
 from libragen.curate.learned import any_scorer, learned_scores
+from libragen.curate.ocr import ocr_available, steady_text_fraction
 from libragen.curate.probes import (
     clip_scores,
     find_cuts,
@@ -268,6 +269,10 @@ def _records(
         if blurred_and_starved and len(detail) >= 3:  # the native block grid tells which explains the other
             scores["detail_blockiness"] = grid_blockiness(detail)
         reasons, near = judge(scores, config)
+        if not reasons and config.text_backend == "rapidocr" and ocr_available():  # slow: kept clips only
+            text_luma = detail if len(detail) >= 2 else luma(shot_frames)
+            scores["ocr_text_fraction"] = steady_text_fraction(text_luma, config)
+            reasons, near = judge(scores, config)
         if not reasons and any_scorer(config):  # learned scorers only see what every cheap check kept
             scores.update(learned_scores(item.path, start_time, end_time, item.caption, config))
             reasons, near = judge(scores, config)
