@@ -520,3 +520,29 @@ def test_ocr_backend_reads_burned_in_text_and_not_the_subjects(tmp_path: Path, m
     [item] = list_inputs(tmp_path / "text" / "manifest.parquet")[:1]
     [record] = process_item(item, ocr_only, tmp_path / "out2", context)
     assert record["keep"] and "ocr_text_fraction" not in record["scores"]  # skipped, not a failure
+
+
+class BrightnessScorer:
+    """A stand-in ClipScorer plug-in (a face detector would look the same): one named score per clip."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.name, self.scale = "brightness", scale
+
+    def score(self, frames: np.ndarray, caption: str | None) -> dict[str, float]:
+        assert frames.dtype == np.uint8 and min(frames.shape[1:3]) == 224  # the scorer frames, not analysis ones
+        return {"mean_brightness": self.scale * float(frames.mean()) / 255, "has_caption": float(bool(caption))}
+
+
+def test_plug_in_model_scorers_score_kept_clips_and_their_bounds_reject(world, tmp_path: Path) -> None:
+    row, _ = world.of_kind(None)[0]
+    item = next(i for i in list_inputs(world.root / "manifest.parquet") if i.source_id == row["clip_id"])
+    target = f"{__name__}:BrightnessScorer"
+    config = CurateConfig(model_scorers=[target], model_scorer_options={target: {"scale": 2.0}})
+    context = {"config_hash": "t", "code_version": "t"}
+    [record] = process_item(item, config, tmp_path / "a", context)
+    assert record["keep"] and 0 < record["scores"]["mean_brightness"] <= 2.0 and record["scores"]["has_caption"] == 1
+    bounded = config.model_copy(update={"min_model_scores": {"mean_brightness": 2.5}})
+    [rejected] = process_item(item, bounded, tmp_path / "b", context)
+    assert rejected["reasons"] == ["low_model_score"]
+    with pytest.raises(ValueError, match="cannot be imported"):
+        run_curation(tmp_path, tmp_path / "out", CurateConfig(model_scorers=["nowhere.at_all:Scorer"]))

@@ -114,5 +114,15 @@ class CurateConfig(StrictModel):
         None, description="mean DINO cosine of consecutive scorer frames below which a clip is rejected"
     )
 
+    model_scorers: list[str] = Field(
+        default_factory=list,
+        description="'package.module:Class' of further ClipScorer plug-ins (a face detector, …), each built once per "
+        "worker with model_scorer_options[target] and shown the same frames and the caption",
+    )
+    model_scorer_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    min_model_scores: dict[str, float] = Field(
+        default_factory=dict, description="score name -> lower bound; a plug-in score below it: low_model_score"
+    )
+
     # near-miss report: a score within this relative margin of a threshold is listed in near_reasons
     near_margin: float = Field(0.1, ge=0, le=1)

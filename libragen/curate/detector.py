@@ -18,19 +18,20 @@ from libragen.curate.config import CurateConfig
 from libragen.curate.probes import SubjectDetector, subject_scores
 
 
-def _import(target: str) -> type:
+def import_target(target: str, what: str = "subject_detector") -> type:
+    """The class named by ``'package.module:Class'``; a clear ValueError otherwise."""
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
-        raise ValueError(f"subject_detector {target!r}: expected 'package.module:Class'")
+        raise ValueError(f"{what} {target!r}: expected 'package.module:Class'")
     try:
         return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"subject_detector {target!r} cannot be imported ({err})") from err
+        raise ValueError(f"{what} {target!r} cannot be imported ({err})") from err
 
 
 @functools.lru_cache(maxsize=2)
 def _built(target: str, options_json: str) -> SubjectDetector:
-    detector = _import(target)(**json.loads(options_json))
+    detector = import_target(target)(**json.loads(options_json))
     if not callable(getattr(detector, "detect", None)):
         raise ValueError(f"subject_detector {target!r} has no detect(frames) method")
     return detector

@@ -78,6 +78,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "inconsistent",
     "low_text_alignment",
     "low_aesthetic",
+    "low_model_score",
     "near_duplicate",
     "not_in_top_n",
 )
