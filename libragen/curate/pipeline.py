@@ -28,9 +28,8 @@ from libragen.core.files import atomic_path, write_bytes_atomic
 from libragen.core.video import read_video
 from libragen.curate.config import CurateConfig
 from libragen.curate.dedup import aligned_correlation, duplicate_groups
-from libragen.curate.detector import load_detector
+from libragen.curate.detector import import_target
 from libragen.curate.inputs import InputItem, list_inputs
-from libragen.curate.learned import plugins
 from libragen.curate.process import keyframes_of, keyframes_path, marker_path, process_item
 from libragen.curate.schema import CURATED_NAME, CURATED_SCHEMA
 from libragen.eval.scorers import missing_paths
@@ -220,8 +219,9 @@ def run_curation(
     missing = missing_paths(config.scorers)
     if missing:
         raise FileNotFoundError(f"{missing[0]}: scorer weights not found (give a local folder or file)")
-    load_detector(config)  # a detector or plug-in scorer that cannot be built stops the run here, before any work
-    plugins(config)
+    for target in [config.subject_detector, *config.model_scorers]:  # imported (not built) here: an error
+        if target is not None:  # stops the run before any work, without loading weights into the driver
+            import_target(target, "plug-in")
     out = Path(out_dir)
     (out / "records").mkdir(parents=True, exist_ok=True)
     items = list_inputs(source)
