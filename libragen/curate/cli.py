@@ -13,7 +13,7 @@ from libragen.core.config import load_config
 from libragen.core.progress import progress_bar
 from libragen.curate.config import CurateConfig
 from libragen.curate.ocr import skipped_notice as ocr_skipped_notice
-from libragen.curate.pipeline import run_curation
+from libragen.curate.pipeline import check_plug_ins, run_curation
 from libragen.curate.report import write_report
 from libragen.curate.schema import CURATED_NAME
 from libragen.eval.scorers import skipped_notices
@@ -36,6 +36,7 @@ def run(
 ) -> None:
     """Score every input, split shots, reject defects, dedup the pool; rerun to resume a killed run."""
     cfg = load_config(CurateConfig, config)
+    check_plug_ins(cfg)
     for notice in [*skipped_notices(cfg.scorers), ocr_skipped_notice(cfg)]:
         if notice is None:
             continue

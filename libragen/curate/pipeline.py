@@ -205,6 +205,17 @@ def _keep_top(records: list[dict[str, Any]], keep: int | None) -> None:
         records[i]["reasons"] = [*records[i]["reasons"], "not_in_top_n"]
 
 
+def check_plug_ins(config: CurateConfig) -> None:
+    """Stop before any work when a scorer path does not exist or a plug-in class cannot be imported (plug-ins
+    are imported, not built: their weights load in the workers, not in this process)."""
+    missing = missing_paths(config.scorers)
+    if missing:
+        raise FileNotFoundError(f"{missing[0]}: scorer weights not found (give a local folder or file)")
+    for target in [config.subject_detector, *config.model_scorers]:
+        if target is not None:
+            import_target(target, "plug-in")
+
+
 def run_curation(
     source: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -216,12 +227,7 @@ def run_curation(
     on_item: Callable[[], None] | None = None,
 ) -> CurationSummary:
     """Curate ``source`` (folder or manifest) into ``out_dir/curated.parquet``; resumes a killed run."""
-    missing = missing_paths(config.scorers)
-    if missing:
-        raise FileNotFoundError(f"{missing[0]}: scorer weights not found (give a local folder or file)")
-    for target in [config.subject_detector, *config.model_scorers]:  # imported (not built) here: an error
-        if target is not None:  # stops the run before any work, without loading weights into the driver
-            import_target(target, "plug-in")
+    check_plug_ins(config)
     out = Path(out_dir)
     (out / "records").mkdir(parents=True, exist_ok=True)
     items = list_inputs(source)
