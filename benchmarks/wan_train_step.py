@@ -87,7 +87,7 @@ MEDIUM = {
 SIZES = {"real": REAL, "medium": MEDIUM, "tiny": TINY}
 LORA = dict(rank=32, alpha=32.0, targets=["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"])
 FIGURES = ("step_seconds", "step_memory_mb", "peak_memory_mb", "saved_activation_mb", "mfu")
-VARIANTS = ("plain", "ours", "ours-ckpt", "plain-t2v", "ours-t2v")
+VARIANTS = ("plain", "ours", "ours-ckpt", "ours-sac", "plain-t2v", "ours-t2v")
 CHECKPOINT_FRACTION = 0.25  # ours-ckpt: a quarter of the blocks recompute their activations in backward
 H100_H200_BF16_DENSE = 989e12  # FLOP/s, NVIDIA's dense bf16 figure for H100/H200 SXM
 
@@ -187,6 +187,8 @@ def ours_step_fn(size: dict, variant: str, device: torch.device, dtype: torch.dt
     add_lora(backbone, LoraSettings(**LORA))
     if variant == "ours-ckpt":
         backbone.enable_gradient_checkpointing(CHECKPOINT_FRACTION)
+    if variant == "ours-sac":  # every block, keeping matmul/attention outputs, recomputing the cheap ops
+        backbone.enable_gradient_checkpointing(1.0, selective=True)
     lora_to_float32(backbone.trainable)
     params = [p for p in backbone.trainable.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)

@@ -288,15 +288,15 @@ def test_exported_lora_loads_into_diffusers_wan_pipeline(wan_dir, tmp_path):
         assert metadata["transformer.r"] == 4 and metadata["transformer.lora_alpha"] == 8
 
 
-@pytest.mark.parametrize("fraction", [1.0, 0.5])
-def test_gradient_checkpointing_gives_the_same_gradients(wan_dir, fraction):
+@pytest.mark.parametrize(("fraction", "selective"), [(1.0, False), (0.5, False), (1.0, True)])
+def test_gradient_checkpointing_gives_the_same_gradients(wan_dir, fraction, selective):
     grads = []
     for checkpointing in (False, True):
         backbone = backbone_at(wan_dir)
         add_lora(backbone, LoraSettings(rank=4, alpha=4))
         randomise_lora(backbone.trainable)
         if checkpointing:
-            backbone.enable_gradient_checkpointing(fraction)
+            backbone.enable_gradient_checkpointing(fraction, selective=selective)
         latents, t, text, refs = inputs(backbone)
         backbone.predict_velocity(latents, t, text, refs).pow(2).mean().backward()
         grads.append({n: p.grad.clone() for n, p in backbone.trainable.named_parameters() if p.grad is not None})

@@ -171,10 +171,13 @@ class WanBackbone(Backbone):
     def dtype(self) -> torch.dtype:
         return self.transformer.dtype
 
-    def enable_gradient_checkpointing(self, fraction: float = 1.0) -> None:
+    def enable_gradient_checkpointing(self, fraction: float = 1.0, selective: bool = False) -> None:
+        """Recompute the activations of ``fraction`` of the blocks in backward; ``selective`` keeps their
+        full-rank matmul and attention outputs and recomputes only the cheap operations (norms, RoPE,
+        modulation, GELU, LoRA's low-rank B projection)."""
         for name, model in self._experts.items():
             chosen = [model.blocks[i] for i in spread_blocks(len(model.blocks), fraction)]
-            model.enable_gradient_checkpointing(state_aware_checkpointing(self._states[name], chosen))
+            model.enable_gradient_checkpointing(state_aware_checkpointing(self._states[name], chosen, selective))
 
     def encode_text(self, prompts: list[str]) -> TextBatch:
         missing = list(dict.fromkeys(p for p in prompts if p not in self._text_cache))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -39,7 +40,7 @@ from diffusers.models.transformers.transformer_wan import (
     _get_qkv_projections,
 )
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 Mode = Literal["off", "refs", "video", "joint"]
 
@@ -218,8 +219,33 @@ def install_reference_injection(transformer: WanTransformer3DModel) -> Reference
     return state
 
 
+#: Low-rank matmuls (a LoRA's B projection) are cheap enough to recompute however wide their output.
+RECOMPUTE_MAX_INNER = 64
+_ATTENTION_OPS = {
+    name
+    for name in (
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_cudnn_attention",
+    )
+    if hasattr(torch.ops.aten, name)
+}
+
+
+def _keep_matmuls(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    """Selective recomputation: keep the outputs of full-rank matmuls and attention, recompute the rest."""
+    name = getattr(op, "__name__", "").split(".")[0]
+    if name in _ATTENTION_OPS:
+        return CheckpointPolicy.MUST_SAVE
+    if name in ("mm", "addmm", "bmm"):
+        left = args[1] if name == "addmm" else args[0]
+        return CheckpointPolicy.MUST_SAVE if left.shape[-1] > RECOMPUTE_MAX_INNER else CheckpointPolicy.PREFER_RECOMPUTE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
 def state_aware_checkpointing(
-    state: ReferenceState, blocks: list[nn.Module] | None = None
+    state: ReferenceState, blocks: list[nn.Module] | None = None, selective: bool = False
 ) -> Callable[..., torch.Tensor]:
     """A gradient-checkpointing function that recomputes each block under the state it first ran with.
 
@@ -228,6 +254,7 @@ def state_aware_checkpointing(
     Only ``blocks`` (default: all) are checkpointed; the others keep their activations.
     """
     chosen = None if blocks is None else {id(block) for block in blocks}
+    selective_contexts = functools.partial(create_selective_checkpoint_contexts, _keep_matmuls)
 
     def run_checkpointed(block: nn.Module, *args: torch.Tensor) -> torch.Tensor:
         if chosen is not None and id(block) not in chosen:
@@ -238,6 +265,8 @@ def state_aware_checkpointing(
             with state.use(**fields):
                 return block(*inputs)
 
+        if selective:
+            return checkpoint(replay, *args, use_reentrant=False, context_fn=selective_contexts)
         return checkpoint(replay, *args, use_reentrant=False)
 
     return run_checkpointed
