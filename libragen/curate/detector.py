@@ -9,24 +9,13 @@ shot's analysis frames; its boxes are in those frames' pixels.
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 
 import numpy as np
 
 from libragen.curate.config import CurateConfig
+from libragen.curate.plugins import import_target
 from libragen.curate.probes import SubjectDetector, subject_scores
-
-
-def import_target(target: str, what: str = "subject_detector") -> type:
-    """The class named by ``'package.module:Class'``; a clear ValueError otherwise."""
-    module_name, _, attribute = target.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"{what} {target!r}: expected 'package.module:Class'")
-    try:
-        return getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"{what} {target!r} cannot be imported ({err})") from err
 
 
 @functools.lru_cache(maxsize=2)

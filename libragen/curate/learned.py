@@ -20,7 +20,7 @@ import numpy as np
 
 from libragen.core.video import read_video
 from libragen.curate.config import CurateConfig
-from libragen.curate.detector import import_target
+from libragen.curate.plugins import import_target
 from libragen.eval.scorers import LearnedScorers, ScorerPaths, load_scorers
 
 
@@ -61,11 +61,6 @@ def any_scorer(config: CurateConfig) -> bool:
         or paths.dino is not None
         or (paths.aesthetic_clip is not None and paths.aesthetic_head is not None)
     )
-
-
-def below_model_bounds(scores: dict[str, float], config: CurateConfig) -> bool:
-    """Whether a plug-in score is below its ``min_model_scores`` bound (reason ``low_model_score``)."""
-    return any(name in scores and scores[name] < bound for name, bound in config.min_model_scores.items())
 
 
 def learned_scores(

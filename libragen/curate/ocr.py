@@ -19,6 +19,7 @@ from libragen.curate.config import CurateConfig
 STEADY_IOU = 0.5
 
 
+@functools.cache
 def ocr_available() -> bool:
     return importlib.util.find_spec("rapidocr_onnxruntime") is not None
 

@@ -28,8 +28,8 @@ from libragen.core.files import atomic_path, write_bytes_atomic
 from libragen.core.video import read_video
 from libragen.curate.config import CurateConfig
 from libragen.curate.dedup import aligned_correlation, duplicate_groups
-from libragen.curate.detector import import_target
 from libragen.curate.inputs import InputItem, list_inputs
+from libragen.curate.plugins import import_target
 from libragen.curate.process import keyframes_of, keyframes_path, marker_path, process_item
 from libragen.curate.schema import CURATED_NAME, CURATED_SCHEMA
 from libragen.eval.scorers import missing_paths

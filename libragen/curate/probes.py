@@ -300,8 +300,15 @@ def judge(scores: dict[str, float], config: CurateConfig) -> tuple[list[str], li
         margin = config.near_margin * max(abs(threshold), 1e-9)
         if abs(value - threshold) <= margin and reason not in near:
             near.append(reason)
+    for name, bound in config.min_model_scores.items():  # plug-in scores: their names come from the config
+        if name not in scores or not np.isfinite(scores[name]):
+            continue
+        if scores[name] < bound:
+            reasons.append("low_model_score")
+        elif abs(scores[name] - bound) <= config.near_margin * max(abs(bound), 1e-9):
+            near.append("low_model_score")
     if "blur" in reasons and "low_bitrate" in reasons:
         explained = "blur" if blur_or_starved(scores, config) == "low_bitrate" else "low_bitrate"
         reasons.remove(explained)
     reasons = order_reasons(reasons)
-    return reasons, [r for r in near if r not in reasons]
+    return reasons, [r for r in dict.fromkeys(near) if r not in reasons]

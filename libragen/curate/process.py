@@ -26,7 +26,7 @@ from libragen.core.video import VideoInfo, VideoReadError, VideoWriter, decode_f
 from libragen.curate.config import CurateConfig
 from libragen.curate.detector import detected_subject_scores, load_detector
 from libragen.curate.inputs import InputItem, looks_like_container
-from libragen.curate.learned import any_scorer, below_model_bounds, learned_scores
+from libragen.curate.learned import any_scorer, learned_scores
 from libragen.curate.ocr import ocr_available, steady_text_fraction
 from libragen.curate.probes import (
     clip_scores,
@@ -276,8 +276,6 @@ def _records(
         if not reasons and any_scorer(config):  # learned scorers only see what every cheap check kept
             scores.update(learned_scores(item.path, start_time, end_time, item.caption, config))
             reasons, near = judge(scores, config)
-            if below_model_bounds(scores, config):
-                reasons = order_reasons([*reasons, "low_model_score"])
         if (sliced is not None and not sliced) or scores.get("detected_subjects") == 0:
             reasons = order_reasons([*reasons, "no_subject"])
         clip_id = f"{item.source_id}#shot{shot}" if cuts else item.source_id
