@@ -86,8 +86,8 @@ MEDIUM = {
 }
 SIZES = {"real": REAL, "medium": MEDIUM, "tiny": TINY}
 LORA = dict(rank=32, alpha=32.0, targets=["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"])
-FIGURES = ("step_seconds", "step_memory_mb", "peak_memory_mb", "saved_activation_mb", "mfu")
-VARIANTS = ("plain", "ours", "ours-ckpt", "ours-sac", "plain-t2v", "ours-t2v")
+FIGURES = ("step_seconds", "step_memory_mb", "peak_memory_mb", "step_allocated_mb", "saved_activation_mb", "mfu")
+VARIANTS = ("plain", "ours", "ours-keep", "ours-ckpt", "ours-sac", "plain-t2v", "ours-t2v")
 CHECKPOINT_FRACTION = 0.25  # ours-ckpt: a quarter of the blocks recompute their activations in backward
 H100_H200_BF16_DENSE = 989e12  # FLOP/s, NVIDIA's dense bf16 figure for H100/H200 SXM
 
@@ -167,7 +167,7 @@ def plain_step_fn(size: dict, variant: str, device: torch.device, dtype: torch.d
             out = model(noisy, t * 1000, x["text"], return_dict=False)[0]
         return (out.float() - (noise - clean)).pow(2).mean()
 
-    return loss_fn, optimizer, model
+    return loss_fn, optimizer, model, None
 
 
 def ours_step_fn(size: dict, variant: str, device: torch.device, dtype: torch.dtype):
@@ -183,7 +183,12 @@ def ours_step_fn(size: dict, variant: str, device: torch.device, dtype: torch.dt
     transformer = WanTransformer3DModel(**size["transformer"]).to(device, dtype)
     vae = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1)  # only its config is used
     pipeline = WanPipeline(None, None, vae, FlowMatchEulerDiscreteScheduler(), transformer=transformer)
-    backbone = WanBackbone(pipeline, WanBackboneConfig(**size["video"], max_sequence_length=size["text_tokens"]))
+    config = WanBackboneConfig(
+        **size["video"],
+        max_sequence_length=size["text_tokens"],
+        recompute_cheap_activations=variant != "ours-keep",  # ours-keep: every activation kept (sessions ≤ 11)
+    )
+    backbone = WanBackbone(pipeline, config)
     add_lora(backbone, LoraSettings(**LORA))
     if variant == "ours-ckpt":
         backbone.enable_gradient_checkpointing(CHECKPOINT_FRACTION)
@@ -199,14 +204,15 @@ def ours_step_fn(size: dict, variant: str, device: torch.device, dtype: torch.dt
     def loss_fn() -> torch.Tensor:
         return velocity_errors(backbone, x["clean"], text, x["t"], x["noise"], refs).mean()
 
-    return loss_fn, optimizer, backbone.trainable
+    return loss_fn, optimizer, backbone.trainable, backbone._recompute
 
 
-def saved_activation_mb(loss_fn, module: torch.nn.Module) -> float:
+def saved_activation_mb(loss_fn, module: torch.nn.Module, recompute=None) -> float:
     """Bytes of the tensors autograd keeps for backward in one forward (weights excluded), in MB.
 
     Deterministic, unlike a process's memory: this is what grows with the sequence and what the
-    reference handling changes.
+    reference handling changes. With cheap recomputation its own saved-tensor hooks are the innermost
+    ones, so it reports what it keeps through ``recompute.observer``.
     """
     weights = {p.untyped_storage().data_ptr() for p in module.parameters()}
     storages: dict[int, int] = {}
@@ -217,11 +223,35 @@ def saved_activation_mb(loss_fn, module: torch.nn.Module) -> float:
             storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
+    if recompute is not None:
+        recompute.observer = pack
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         loss = loss_fn()
+    if recompute is not None:
+        recompute.observer = None
     loss.backward()
     module.zero_grad(set_to_none=True)
     return sum(storages.values()) / 2**20
+
+
+def step_allocated_mb(step) -> float:
+    """Peak of the bytes tensors hold during one step above what they held before it, in MB.
+
+    The CPU counterpart of ``torch.cuda.max_memory_allocated``: the running sum of the profiler's
+    allocation and free events, so unlike the process's RSS it does not see allocator fragmentation.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
+    )
+    held = peak = 0
+    for event in events:
+        held += event.nbytes()
+        peak = max(peak, held)
+    return peak / 2**20
 
 
 def rss_mb() -> float:
@@ -244,7 +274,7 @@ def worker(variant: str, size_name: str, steps: int, warmup: int) -> dict:
     device = torch.device("cuda" if cuda else "cpu")
     dtype = torch.bfloat16 if cuda else torch.float32
     build = ours_step_fn if variant.startswith("ours") else plain_step_fn
-    loss_fn, optimizer, module = build(size, variant, device, dtype)
+    loss_fn, optimizer, module, recompute = build(size, variant, device, dtype)
 
     def step() -> float:
         loss = loss_fn()
@@ -274,7 +304,8 @@ def worker(variant: str, size_name: str, steps: int, warmup: int) -> dict:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         step_memory = peak - rss_before
         peak_flops = cpu_peak_flops()
-    activations = saved_activation_mb(loss_fn, module)
+    allocated = peak if cuda else step_allocated_mb(step)
+    activations = saved_activation_mb(loss_fn, module, recompute)
     seconds = statistics.median(times)
     flops = 2 * forward_flops(size, variant)
     return {
@@ -285,6 +316,7 @@ def worker(variant: str, size_name: str, steps: int, warmup: int) -> dict:
         "step_seconds": seconds,
         "step_memory_mb": step_memory,
         "peak_memory_mb": peak,
+        "step_allocated_mb": allocated,
         "saved_activation_mb": activations,
         "model_tflops_per_step": flops / 1e12,
         "mfu": flops / seconds / peak_flops,
@@ -300,6 +332,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="A B A B … turns per variant pair")
     parser.add_argument("--out", type=Path, default=Path("runs/wan_train_step"))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     size = args.size if args.size != "auto" else ("real" if torch.cuda.is_available() else "tiny")
@@ -307,9 +340,10 @@ def main() -> None:
         print(json.dumps(worker(args.worker, size, args.steps, args.warmup)))
         return
 
-    results: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    variants = [v for v in VARIANTS if v in args.variants]
+    results: dict[str, list[dict]] = {v: [] for v in variants}
     for round_index in range(args.rounds):
-        for variant in VARIANTS:
+        for variant in variants:
             command = [sys.executable, __file__, "--worker", variant, "--size", size]
             command += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -319,7 +353,8 @@ def main() -> None:
             last = results[variant][-1]
             print(
                 f"round {round_index + 1} {variant:10s} {last['step_seconds']:.3f} s  "
-                f"step memory {last['step_memory_mb']:.0f} MB  activations {last['saved_activation_mb']:.0f} MB"
+                f"step memory {last['step_memory_mb']:.0f} MB  allocated {last['step_allocated_mb']:.0f} MB  "
+                f"activations {last['saved_activation_mb']:.0f} MB"
             )
 
     def median(variant: str, key: str) -> float:
@@ -327,22 +362,24 @@ def main() -> None:
 
     summary = {
         "machine": describe(),
-        "device": results["ours"][0]["device"],
+        "device": results[variants[0]][0]["device"],
         "size": size,
         "config": SIZES[size],
         "lora": LORA,
         "variants": {
             v: {k: median(v, k) for k in FIGURES} | {"model_tflops_per_step": results[v][0]["model_tflops_per_step"]}
-            for v in VARIANTS
+            for v in variants
         },
-        "ratios": {
-            "s2v_time": median("ours", "step_seconds") / median("plain", "step_seconds"),
-            "s2v_step_memory": median("ours", "step_memory_mb") / median("plain", "step_memory_mb"),
-            "s2v_saved_activations": median("ours", "saved_activation_mb") / median("plain", "saved_activation_mb"),
-            "s2v_ckpt_time": median("ours-ckpt", "step_seconds") / median("plain", "step_seconds"),
-            "s2v_ckpt_step_memory": median("ours-ckpt", "step_memory_mb") / median("plain", "step_memory_mb"),
-            "t2v_time": median("ours-t2v", "step_seconds") / median("plain-t2v", "step_seconds"),
-            "t2v_step_memory": median("ours-t2v", "step_memory_mb") / median("plain-t2v", "step_memory_mb"),
+        "ratios": {  # each variant against the plain loop of the same kind (S2V or T2V)
+            f"{v}_{key}": median(v, figure) / median("plain-t2v" if v.endswith("t2v") else "plain", figure)
+            for v in variants
+            if v.startswith("ours") and ("plain-t2v" if v.endswith("t2v") else "plain") in variants
+            for key, figure in (
+                ("time", "step_seconds"),
+                ("step_memory", "step_memory_mb"),
+                ("step_allocated", "step_allocated_mb"),
+                ("saved_activations", "saved_activation_mb"),
+            )
         },
         "runs": results,
     }

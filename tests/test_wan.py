@@ -432,3 +432,53 @@ def test_diffusers_format_loras_merge_and_fuse(wan_dir, tmp_path):
         merged = backbone_at(wan_dir)
         merge_loras(merged, [(tmp_path / "lora", 0.5), (tmp_path / "lora", 0.5)], "cat")
         assert torch.allclose(merged.predict_velocity(latents, t, text, refs), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["one-way", "two-way", "no-refs"])
+def test_cheap_recompute_gives_bit_identical_gradients_and_replaces_saved_tensors(wan_dir, mode):
+    grads, outputs = [], []
+    for recompute in (False, True):
+        backbone = backbone_at(wan_dir, recompute_cheap_activations=recompute, one_way_refs=mode == "one-way")
+        add_lora(backbone, LoraSettings(rank=4, alpha=4))
+        randomise_lora(backbone.trainable)
+        latents, t, text, refs = inputs(backbone)
+        out = backbone.predict_velocity(latents, t, text, None if mode == "no-refs" else refs)
+        out.pow(2).mean().backward()
+        outputs.append(out.detach())
+        grads.append({n: p.grad.clone() for n, p in backbone.trainable.named_parameters() if p.grad is not None})
+    assert torch.equal(outputs[0], outputs[1])
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
+    assert all(torch.equal(grads[0][n], grads[1][n]) for n in grads[0])
+    # per block (2 blocks): GELU output, cross-attention query and key, norm2 output, and with a per-sample
+    # timestep (not two-way's per-token one) the modulated norm1/norm3 outputs; one-way references add the
+    # rotated self-attention query and key, and the reference pass its GELU, norm1/norm3, query and key
+    assert backbone._recompute.replaced == 2 * {"one-way": 13, "two-way": 4, "no-refs": 6}[mode]
+
+
+def test_cheap_recompute_is_idle_without_gradients_and_refuses_in_place_changes(wan_dir):
+    from libragen.models.wan_recompute import CheapRecompute
+
+    backbone = backbone_at(wan_dir)
+    latents, t, text, refs = inputs(backbone)
+    with torch.no_grad():
+        backbone.predict_velocity(latents, t, text, refs)
+    assert backbone._recompute.replaced == 0 and not backbone._recompute.active
+
+    recompute = CheapRecompute()
+    source = torch.randn(4, requires_grad=True)
+    with recompute.saving():
+        hidden = source * 2  # not a leaf: the tanh below keeps ``hidden``'s recomputation instead
+        made = torch.sigmoid(hidden)
+        recompute.register(made, torch.sigmoid, hidden)
+        loss = made.tanh().sum()  # tanh keeps its output, not ``made``: nothing replaced there
+        product = (made * source).sum()  # keeps ``made`` for the gradient of ``source``
+    assert recompute.replaced == 1
+    plain = source.detach().requires_grad_()
+    (expected,) = torch.autograd.grad((torch.sigmoid(plain * 2) * plain).sum(), plain)
+    (got,) = torch.autograd.grad(product, source, retain_graph=True)
+    assert torch.allclose(got, expected)
+    with torch.no_grad():
+        hidden.add_(1)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        product.backward()
+    del loss

@@ -33,6 +33,7 @@ from libragen.core.config import StrictModel
 from libragen.core.files import atomic_path
 from libragen.models.backbone import Backbone, References, TextBatch, spread_blocks
 from libragen.models.wan_attention import install_reference_injection, state_aware_checkpointing
+from libragen.models.wan_recompute import CheapRecompute, install_cheap_recompute
 
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -48,6 +49,8 @@ class WanBackboneConfig(StrictModel):
     one_way_refs: bool = True  # references attend only to references (K/V cacheable); False = Phantom-like
     max_refs: int = Field(4, ge=1)
     offload: bool = False  # text encoder and VAE stay on the CPU and visit the device only while used
+    # training keeps GELU/norm/RoPE inputs only and recomputes their outputs in backward (same gradients)
+    recompute_cheap_activations: bool = True
 
 
 @dataclass
@@ -74,7 +77,13 @@ class WanBackbone(Backbone):
         self._experts = {"transformer": self.transformer}
         if self.transformer_2 is not None:
             self._experts["transformer_2"] = self.transformer_2
-        self._states = {name: install_reference_injection(model) for name, model in self._experts.items()}
+        self._recompute = CheapRecompute() if config.recompute_cheap_activations else None
+        self._states = {
+            name: install_reference_injection(model, self._recompute) for name, model in self._experts.items()
+        }
+        if self._recompute is not None:
+            for model in self._experts.values():
+                install_cheap_recompute(model, self._recompute)
         boundary = pipeline.config.get("boundary_ratio") if hasattr(pipeline, "config") else None
         self.boundary = None if self.transformer_2 is None or boundary is None else float(boundary)
         self._text_cache: dict[str, tuple[torch.Tensor, int]] = {}
@@ -329,6 +338,11 @@ class WanBackbone(Backbone):
             refs, ref_offset = ref_cache.refs, ref_cache.offset
         if refs is not None and refs.latents.shape[1] > self.config.max_refs:
             raise ValueError(f"{refs.latents.shape[1]} references given, at most {self.config.max_refs}")
+        saving = self._recompute.saving() if self._recompute is not None else contextlib.nullcontext()
+        with saving:
+            return self._predict(latents, timestep, text, refs, ref_offset, ref_cache)
+
+    def _predict(self, latents, timestep, text, refs, ref_offset, ref_cache) -> torch.Tensor:
         tokens = text.tokens.to(self.dtype)
         if self.boundary is None:
             cached = ref_cache.keys["transformer"] if isinstance(ref_cache, _WanRefCache) else None

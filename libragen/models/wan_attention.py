@@ -42,6 +42,8 @@ from diffusers.models.transformers.transformer_wan import (
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
+from libragen.models.wan_recompute import CheapRecompute
+
 Mode = Literal["off", "refs", "video", "joint"]
 
 
@@ -142,10 +144,25 @@ def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
 class ReferenceSelfAttention:
     """Self-attention processor of one block: records or appends reference K/V by the shared state."""
 
-    def __init__(self, block_index: int, state: ReferenceState) -> None:
+    def __init__(self, block_index: int, state: ReferenceState, recompute: CheapRecompute | None = None) -> None:
         self.block_index = block_index
         self.state = state
+        self.recompute = recompute
         self.stock = WanAttnProcessor()
+
+    def _rotated(self, attn: nn.Module, projected: torch.Tensor, norm: nn.Module, rotary_emb, extra=None):
+        """Normalise, split heads and rotate (then append ``extra`` keys); registered for recomputation."""
+
+        def make(source: torch.Tensor) -> torch.Tensor:
+            out = norm(source).unflatten(2, (attn.heads, -1))
+            if rotary_emb is not None:
+                out = _apply_rope(out, *rotary_emb)
+            return out if extra is None else torch.cat([out, extra.to(out.dtype)], 1)
+
+        out = make(projected)
+        if self.recompute is not None:
+            self.recompute.register(out, make, projected)
+        return out
 
     def _attend(self, attn: nn.Module, query, key, value, mask) -> torch.Tensor:
         out = dispatch_attention_fn(query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False)
@@ -171,11 +188,10 @@ class ReferenceSelfAttention:
                 mask = keys[:, None, None, :]
             return self.stock(attn, hidden_states, None, mask, rotary_emb)
         query, key, value = _get_qkv_projections(attn, hidden_states, None)
-        query, key = attn.norm_q(query), attn.norm_k(key)
-        query, key, value = (x.unflatten(2, (attn.heads, -1)) for x in (query, key, value))
-        if rotary_emb is not None:
-            query, key = _apply_rope(query, *rotary_emb), _apply_rope(key, *rotary_emb)
+        value = value.unflatten(2, (attn.heads, -1))
+        query = self._rotated(attn, query, attn.norm_q, rotary_emb)
         if state.mode == "refs":
+            key = self._rotated(attn, key, attn.norm_k, rotary_emb)
             state.keys[self.block_index], state.values[self.block_index] = key, value
             mask = None
             if state.ref_key_mask is not None:  # padded references: masked as keys, each still sees itself
@@ -188,7 +204,7 @@ class ReferenceSelfAttention:
         if state.ref_key_mask is not None:
             own = state.ref_key_mask.new_ones(len(state.ref_key_mask), key.shape[1])
             mask = torch.cat([own, state.ref_key_mask], 1)[:, None, None, :]
-        key = torch.cat([key, ref_key.to(key.dtype)], 1)
+        key = self._rotated(attn, key, attn.norm_k, rotary_emb, extra=ref_key)
         value = torch.cat([value, ref_value.to(value.dtype)], 1)
         return self._attend(attn, query, key, value, mask)
 
@@ -206,15 +222,20 @@ class ReferenceCrossAttention:
         return self.stock(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
 
 
-def install_reference_injection(transformer: WanTransformer3DModel) -> ReferenceState:
-    """Swap ``transformer``'s RoPE and attention processors for reference-aware ones; returns their state."""
+def install_reference_injection(
+    transformer: WanTransformer3DModel, recompute: CheapRecompute | None = None
+) -> ReferenceState:
+    """Swap ``transformer``'s RoPE and attention processors for reference-aware ones; returns their state.
+
+    With ``recompute``, self-attention registers its rotated queries and keys for recomputation in backward.
+    """
     state = ReferenceState()
     if not isinstance(transformer.rope, ReferenceRotaryEmbed):
         transformer.rope = ReferenceRotaryEmbed(transformer.rope, state)
     else:
         transformer.rope.state = state
     for index, block in enumerate(transformer.blocks):
-        block.attn1.set_processor(ReferenceSelfAttention(index, state))
+        block.attn1.set_processor(ReferenceSelfAttention(index, state, recompute))
         block.attn2.set_processor(ReferenceCrossAttention(state))
     return state
 
