@@ -295,10 +295,18 @@ def test_gradient_checkpointing_gives_the_same_gradients(wan_dir, fraction, sele
         backbone = backbone_at(wan_dir)
         add_lora(backbone, LoraSettings(rank=4, alpha=4))
         randomise_lora(backbone.trainable)
+        registered = []
         if checkpointing:
             backbone.enable_gradient_checkpointing(fraction, selective=selective)
+            recompute, register = backbone._recompute, backbone._recompute.register
+            recompute.register = lambda *a, log=registered, rc=recompute, real=register: (
+                log.append(rc.active),
+                real(*a),
+            )
         latents, t, text, refs = inputs(backbone)
         backbone.predict_velocity(latents, t, text, refs).pow(2).mean().backward()
+        if checkpointing and fraction == 1.0:  # checkpointed blocks hold no sources for recomputation
+            assert registered and not any(registered) and backbone._recompute.replaced == 0
         grads.append({n: p.grad.clone() for n, p in backbone.trainable.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
     assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])

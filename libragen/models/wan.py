@@ -186,7 +186,8 @@ class WanBackbone(Backbone):
         modulation, GELU, LoRA's low-rank B projection)."""
         for name, model in self._experts.items():
             chosen = [model.blocks[i] for i in spread_blocks(len(model.blocks), fraction)]
-            model.enable_gradient_checkpointing(state_aware_checkpointing(self._states[name], chosen, selective))
+            checkpointing = state_aware_checkpointing(self._states[name], chosen, selective, self._recompute)
+            model.enable_gradient_checkpointing(checkpointing)
 
     def encode_text(self, prompts: list[str]) -> TextBatch:
         missing = list(dict.fromkeys(p for p in prompts if p not in self._text_cache))

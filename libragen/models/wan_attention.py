@@ -266,13 +266,17 @@ def _keep_matmuls(ctx, op, *args, **kwargs) -> CheckpointPolicy:
 
 
 def state_aware_checkpointing(
-    state: ReferenceState, blocks: list[nn.Module] | None = None, selective: bool = False
+    state: ReferenceState,
+    blocks: list[nn.Module] | None = None,
+    selective: bool = False,
+    recompute: CheapRecompute | None = None,
 ) -> Callable[..., torch.Tensor]:
     """A gradient-checkpointing function that recomputes each block under the state it first ran with.
 
     diffusers recomputes blocks during backward, when the shared state already describes a later
     pass; snapshotting it per call keeps the recomputation identical to the original forward.
-    Only ``blocks`` (default: all) are checkpointed; the others keep their activations.
+    Only ``blocks`` (default: all) are checkpointed; the others keep their activations. ``recompute``
+    registers nothing in checkpointed blocks (it would hold sources autograd no longer keeps).
     """
     chosen = None if blocks is None else {id(block) for block in blocks}
     selective_contexts = functools.partial(create_selective_checkpoint_contexts, _keep_matmuls)
@@ -286,8 +290,9 @@ def state_aware_checkpointing(
             with state.use(**fields):
                 return block(*inputs)
 
-        if selective:
-            return checkpoint(replay, *args, use_reentrant=False, context_fn=selective_contexts)
-        return checkpoint(replay, *args, use_reentrant=False)
+        with recompute.paused() if recompute is not None else contextlib.nullcontext():
+            if selective:
+                return checkpoint(replay, *args, use_reentrant=False, context_fn=selective_contexts)
+            return checkpoint(replay, *args, use_reentrant=False)
 
     return run_checkpointed

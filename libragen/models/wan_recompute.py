@@ -103,6 +103,15 @@ class CheapRecompute:
             return made.fn(made.source).as_strided(saved.size, saved.stride, saved.offset)
 
     @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Register nothing inside: for gradient-checkpointed blocks, whose sources autograd does not keep."""
+        active, self._active = self._active, False
+        try:
+            yield
+        finally:
+            self._active = active
+
+    @contextlib.contextmanager
     def saving(self) -> Iterator[None]:
         """Run forward passes whose registered outputs autograd recomputes instead of keeping."""
         if self._active or not torch.is_grad_enabled():
