@@ -343,7 +343,16 @@ class WanBackbone(Backbone):
         with saving:
             return self._predict(latents, timestep, text, refs, ref_offset, ref_cache)
 
-    def _predict(self, latents, timestep, text, refs, ref_offset, ref_cache) -> torch.Tensor:
+    def _predict(
+        self,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        text: TextBatch,
+        refs: References | None,
+        ref_offset: tuple[float, float, float],
+        ref_cache: object | None,
+    ) -> torch.Tensor:
+        """``predict_velocity``'s body, run inside the recomputation's saved-tensor hooks."""
         tokens = text.tokens.to(self.dtype)
         if self.boundary is None:
             cached = ref_cache.keys["transformer"] if isinstance(ref_cache, _WanRefCache) else None
