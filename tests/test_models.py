@@ -276,3 +276,123 @@ def test_gradient_checkpointing_gives_the_same_gradients(fraction):
     assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
     with pytest.raises(ValueError, match="fraction"):
         tiny_backbone().enable_gradient_checkpointing(0.0)
+
+
+def test_one_timestep_per_frame_group_equals_the_shared_timestep_when_all_are_equal():
+    backbone = tiny_backbone()
+    latents, t, text, refs = inputs(backbone)
+    assert backbone.frame_groups == 2  # 4 frames in temporal patches of 2
+    per_group = t[:, None].expand(-1, backbone.frame_groups)
+    with torch.no_grad():
+        shared = backbone.predict_velocity(latents, t, text, refs)
+        grouped = backbone.predict_velocity(latents, per_group, text, refs)
+        moved = backbone.predict_velocity(latents, torch.tensor([[0.3, 0.9], [0.8, 0.8]]), text, refs)
+    assert torch.allclose(shared, grouped, atol=1e-6)
+    assert not torch.allclose(moved[0], shared[0], atol=1e-3)  # the first video's second group got another t
+    with pytest.raises(ValueError, match="temporal token rows"):
+        backbone.predict_velocity(latents, torch.rand(2, 3), text, refs)
+
+
+def test_preconditioned_velocity_uses_each_frame_groups_own_timestep():
+    torch.manual_seed(0)
+    x_t, out = torch.randn(2, 3, 4, 8, 8), torch.randn(2, 3, 4, 8, 8)
+    t = torch.tensor([[0.2, 0.7], [0.9, 0.4]])
+    grouped = preconditioned_velocity(x_t, t, out, 0.5)
+    for g in range(2):
+        frames = slice(2 * g, 2 * g + 2)
+        alone = preconditioned_velocity(x_t[:, :, frames], t[:, g], out[:, :, frames], 0.5)
+        assert torch.allclose(grouped[:, :, frames], alone, atol=1e-6)
+
+
+def test_diffusion_forcing_timesteps_and_noising():
+    from libragen.train.flow import TimestepConfig, noisy_latents, sample_training_timesteps
+
+    generator = torch.Generator().manual_seed(0)
+    assert sample_training_timesteps(8, TimestepConfig(), generator, 4).shape == (8,)
+    t = sample_training_timesteps(4000, TimestepConfig(per_frame_probability=0.5), generator, 4)
+    assert t.shape == (4000, 4) and ((t > 0) & (t < 1)).all()
+    shared_rows = (t == t[:, :1]).all(1).float().mean().item()
+    assert 0.46 < shared_rows < 0.54  # half the rows repeat one t, the others draw one per group
+    with pytest.raises(ValueError, match="frame group"):
+        sample_training_timesteps(2, TimestepConfig(per_frame_probability=0.5), generator, None)
+    clean, noise = torch.randn(2, 3, 4, 2, 2), torch.randn(2, 3, 4, 2, 2)
+    groups = torch.tensor([[0.1, 0.9], [0.5, 0.5]])
+    mixed = noisy_latents(clean, noise, groups)
+    assert torch.allclose(mixed[0, :, 3], 0.1 * clean[0, :, 3] + 0.9 * noise[0, :, 3])
+    assert torch.allclose(mixed[0, :, 1], 0.9 * clean[0, :, 1] + 0.1 * noise[0, :, 1])
+    assert torch.allclose(mixed[1], noisy_latents(clean, noise, torch.tensor([0.5, 0.5]))[1])
+
+
+def test_diffusion_forcing_loss_trains_the_backbone():
+    from libragen.train.flow import TimestepConfig, flow_matching_loss
+
+    backbone = tiny_backbone().train()
+    latents, _, text, _ = inputs(backbone)
+    loss = flow_matching_loss(
+        backbone, latents, text, torch.Generator().manual_seed(0), TimestepConfig(per_frame_probability=1.0)
+    )
+    loss.backward()
+    assert torch.isfinite(loss) and backbone.trainable.time_mlp[0].weight.grad.abs().sum() > 0
+
+
+def test_staggered_schedule_runs_each_frame_group_from_noise_to_clean_in_order():
+    from libragen.infer.sampler import staggered_timesteps
+
+    plain = staggered_timesteps(8, 4, 0.0)
+    assert torch.allclose(plain, torch.linspace(1, 0, 9)[:, None].expand(9, 4))
+    pyramid = staggered_timesteps(20, 4, 0.3, shift=2.0)
+    assert (pyramid[0] == 1).all() and (pyramid[-1] == 0).all()
+    assert (pyramid[1:] <= pyramid[:-1]).all()  # every group only ever moves toward clean
+    assert (pyramid[:, :-1] <= pyramid[:, 1:]).all() and (pyramid[10, 0] < pyramid[10, 3])  # earlier groups lead
+    with pytest.raises(ValueError, match="stagger"):
+        staggered_timesteps(8, 4, -0.1)
+
+
+class ExactGroupedVelocity(ExactVelocity):
+    """The exact velocity field toward ``target``, taking one timestep per group of 2 latent frames."""
+
+    frame_groups = 2
+
+    def predict_velocity(self, latents, timestep, text, refs=None, ref_offset=(0.0, 0.0, 0.0), ref_cache=None):
+        from libragen.models.backbone import time_like
+
+        return (latents - self.target) / time_like(timestep.clamp(min=1e-6), latents)
+
+
+def test_staggered_sampler_reaches_the_target_and_needs_frame_groups():
+    target = torch.rand(1, 3, 4, 32, 32) * 2 - 1
+    video = sample(ExactGroupedVelocity(target), ["anything"], steps=12, guidance=TextCFG(3.0), stagger=0.4)
+    assert torch.allclose(video, target.transpose(1, 2), atol=1e-4)
+    single_timestep = ExactVelocity(target)
+    single_timestep.frame_groups = None  # a backbone that takes one timestep per video
+    with pytest.raises(ValueError, match="one timestep per video"):
+        sample(single_timestep, ["anything"], steps=4, stagger=0.4)
+
+
+def test_text_features_from_several_minilm_layers_keep_directions_apart():
+    backbone = LibraWorldBackbone(tiny_config(text_layers=(0, -1))).eval()
+    prompts = [f"a red round creature hops quickly {d} on a brick wall." for d in ("to the left", "to the right")]
+    text = backbone.encode_text(prompts)
+    assert text.tokens.shape[-1] == 768 and backbone.trainable.text_in.in_features == 768
+    lexical, contextual = text.tokens[:, 10, :384], text.tokens[:, 10, 384:]  # the token "left" / "right"
+    similarity = torch.nn.functional.cosine_similarity
+    assert similarity(lexical[0], lexical[1], dim=0) < similarity(contextual[0], contextual[1], dim=0) - 0.2
+    latents = torch.randn(2, *backbone.latent_shape)
+    assert backbone.predict_velocity(latents, torch.tensor([0.5, 0.5]), text).shape == latents.shape
+    with pytest.raises(ValueError, match="MiniLM layers"):
+        LibraWorldBackbone(tiny_config(text_layers=(9,)))
+
+
+def test_attention_pooled_text_changes_the_condition_and_ignores_padding():
+    transformer = MMDiTConfig(dim=32, depth=2, heads=2, text_attention_pool=2)
+    torch.manual_seed(0)
+    backbone = LibraWorldBackbone(tiny_config(transformer=transformer)).eval()
+    model = backbone.trainable
+    text = backbone.encode_text(PROMPTS)
+    t = torch.tensor([0.5, 0.5])
+    with_pool = model._video_condition(t, text.tokens, text.mask)
+    padded = torch.nn.functional.pad(text.tokens, (0, 0, 0, 3), value=7.0)  # padding with junk is ignored
+    mask = torch.nn.functional.pad(text.mask, (0, 3), value=False)
+    assert torch.allclose(with_pool, model._video_condition(t, padded, mask), atol=1e-6)
+    model.text_attention = None  # the mean alone
+    assert not torch.allclose(with_pool, model._video_condition(t, text.tokens, text.mask), atol=1e-4)

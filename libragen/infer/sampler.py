@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from libragen.models.backbone import Backbone, References, TextBatch
+from libragen.models.backbone import Backbone, References, TextBatch, time_like
 
 #: A branch is (use_text, use_refs); velocities of all branches at one step -> the guided velocity.
 Branch = tuple[bool, bool]
@@ -63,6 +63,7 @@ def sample(
     noise: torch.Tensor | None = None,
     on_step: Callable[[int], None] | None = None,
     batch_branches: bool = True,
+    stagger: float = 0.0,
 ) -> torch.Tensor:
     """Generate videos (B, T, 3, H, W) in [-1, 1] for ``prompts``.
 
@@ -70,17 +71,17 @@ def sample(
     prompt (a prompt's video then does not depend on what it is batched with); ``noise`` overrides both
     (Consis-DPO reuses one noise for two runs). Each step runs only the branches the guidance needs at
     that t, all in one forward (``batch_branches``; off: one forward per branch, the naive loop).
+    ``stagger`` > 0 denoises the backbone's frame groups one after another, overlapping (Diffusion
+    Forcing's pyramid schedule, :func:`staggered_timesteps`), for models trained with per-group timesteps.
     """
+    if stagger > 0:
+        options = {"refs": refs, "steps": steps, "guidance": guidance, "seed": seed, "shift": shift}
+        options |= {"ref_offset": ref_offset, "noise": noise, "on_step": on_step}
+        return _sample_staggered(backbone, prompts, stagger=stagger, **options)
     guidance = guidance or Guidance()
     device = backbone.device
     b = len(prompts)
-    shape = (b, *backbone.latent_shape)
-    if noise is None:
-        seeds = seed if isinstance(seed, list) else [seed * 100_003 + i for i in range(b)]
-        if len(seeds) != b:
-            raise ValueError(f"{len(seeds)} seeds for {b} prompts")
-        noise = torch.stack([torch.randn(shape[1:], generator=torch.Generator().manual_seed(s)) for s in seeds])
-    x = noise.to(device)
+    x = _initial_noise(backbone, b, seed, noise).to(device)
     texts = {True: backbone.encode_text(prompts), False: backbone.encode_text([""] * b)}
     scheduler = FlowMatchEulerDiscreteScheduler(shift=backbone.sampling_shift if shift is None else shift)
     scheduler.set_timesteps(steps, device=device)
@@ -107,6 +108,71 @@ def sample(
                 for branch in branches
             }
         x = scheduler.step(guidance.combine(t, velocities), timestep, x).prev_sample
+        if on_step is not None:
+            on_step(i + 1)
+    return backbone.decode_video(x)
+
+
+def _initial_noise(backbone: Backbone, b: int, seed: int | list[int], noise: torch.Tensor | None) -> torch.Tensor:
+    if noise is not None:
+        return noise
+    seeds = seed if isinstance(seed, list) else [seed * 100_003 + i for i in range(b)]
+    if len(seeds) != b:
+        raise ValueError(f"{len(seeds)} seeds for {b} prompts")
+    shape = backbone.latent_shape
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+def staggered_timesteps(steps: int, groups: int, stagger: float, shift: float = 1.0) -> torch.Tensor:
+    """(steps + 1, groups) timesteps of a pyramid schedule: frame group g trails group g - 1 by ``stagger``.
+
+    A global level falls linearly from 1 + (groups - 1) * stagger to 0; group g sits at the level minus
+    (groups - 1 - g) * stagger, clipped to [0, 1], then shifted like the uniform schedule. So the first group
+    is denoised first and waits clean while later groups, still noisier, are continued from it; every group
+    starts at 1 and ends at 0, and ``stagger`` 0 is the ordinary schedule.
+    """
+    if steps <= 0 or groups <= 0 or stagger < 0:
+        raise ValueError(f"steps {steps} and groups {groups} must be positive, stagger {stagger} >= 0")
+    level = torch.linspace(1 + (groups - 1) * stagger, 0, steps + 1, dtype=torch.float64)
+    lag = (groups - 1 - torch.arange(groups, dtype=torch.float64)) * stagger
+    t = (level[:, None] - lag[None]).clamp(0, 1)
+    return (shift * t / (1 + (shift - 1) * t)).float()
+
+
+def _sample_staggered(
+    backbone: Backbone,
+    prompts: list[str],
+    *,
+    refs: References | None,
+    steps: int,
+    guidance: Guidance | None,
+    seed: int | list[int],
+    shift: float | None,
+    ref_offset: tuple[float, float, float],
+    noise: torch.Tensor | None,
+    on_step: Callable[[int], None] | None,
+    stagger: float,
+) -> torch.Tensor:
+    """Euler steps with one timestep per frame group (see :func:`staggered_timesteps`)."""
+    groups = backbone.frame_groups
+    if not groups:
+        raise ValueError(f"{type(backbone).__name__} takes one timestep per video; it cannot sample staggered")
+    guidance = guidance or Guidance()
+    device = backbone.device
+    b = len(prompts)
+    x = _initial_noise(backbone, b, seed, noise).to(device)
+    texts = {True: backbone.encode_text(prompts), False: backbone.encode_text([""] * b)}
+    schedule = staggered_timesteps(steps, groups, stagger, backbone.sampling_shift if shift is None else shift)
+    caches: dict[tuple[Branch, ...], object] = {}
+    for i in range(steps):
+        now, after = schedule[i].to(device), schedule[i + 1].to(device)
+        t = now.mean().item()  # time-dependent guidance reads the mean level
+        branches = guidance.branches_at(t)
+        if branches not in caches:
+            caches[branches] = _branch_inputs(backbone, branches, texts, refs, ref_offset)
+        velocities = _batched_velocities(backbone, x, now.expand(b, groups), branches, ref_offset, caches[branches])
+        step = time_like((after - now).expand(b, groups), x)
+        x = torch.where(step == 0, x, x + step * guidance.combine(t, velocities))  # finished groups stay as they are
         if on_step is not None:
             on_step(i + 1)
     return backbone.decode_video(x)
@@ -155,16 +221,20 @@ def _branch_inputs(
 def _batched_velocities(
     backbone: Backbone,
     x: torch.Tensor,
-    t: float,
+    t: float | torch.Tensor,
     branches: tuple[Branch, ...],
     ref_offset: tuple[float, float, float],
     inputs: _BranchInputs,
 ) -> dict[Branch, torch.Tensor]:
-    """Every branch's velocity from one forward over the branches stacked along the batch."""
+    """Every branch's velocity from one forward over the branches stacked along the batch.
+
+    ``t`` is one timestep for all, or a (B, groups) tensor of per-frame-group timesteps.
+    """
     n, b = len(branches), x.shape[0]
+    timesteps = torch.cat([t] * n) if isinstance(t, torch.Tensor) else torch.full((n * b,), t, device=x.device)
     out = backbone.predict_velocity(
         torch.cat([x] * n),
-        torch.full((n * b,), t, device=x.device),
+        timesteps,
         inputs.text,
         None if inputs.ref_cache is not None else inputs.refs,
         ref_offset=ref_offset,

@@ -52,6 +52,9 @@ class Backbone(nn.Module, abc.ABC):
     lora_targets: tuple[str, ...] = ()
     #: The timestep shift the sampler uses unless told otherwise (SD3's shift; Wan's flow_shift).
     sampling_shift: float = 1.0
+    #: How many groups of latent frames can take their own timestep ((B, G) timesteps; Diffusion Forcing
+    #: training); None: one timestep per video.
+    frame_groups: int | None = None
 
     @property
     @abc.abstractmethod
@@ -84,7 +87,7 @@ class Backbone(nn.Module, abc.ABC):
         ref_offset: tuple[float, float, float] = (0.0, 0.0, 0.0),
         ref_cache: object | None = None,
     ) -> torch.Tensor:
-        """Velocity (same shape as ``latents``) at ``timestep`` (B,) in [0, 1].
+        """Velocity (same shape as ``latents``) at ``timestep`` (B,) in [0, 1], or (B, frame_groups) per group.
 
         ``ref_offset`` moves the references' RoPE slot; ``ref_cache`` (from :meth:`reference_cache`)
         replaces ``refs`` when the backbone can cache reference keys/values across steps.
@@ -140,3 +143,14 @@ def spread_blocks(count: int, fraction: float) -> list[int]:
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     return sorted({min(count - 1, int(k / fraction)) for k in range(max(1, round(count * fraction)))})
+
+
+def time_like(t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    """Timesteps (B,) or per frame group (B, G) broadcastable to latents (B, C, T, ...) (G divides T)."""
+    if t.ndim == 1:
+        return t.view(-1, *([1] * (latents.ndim - 1)))
+    frames = latents.shape[2]
+    if t.ndim != 2 or frames % t.shape[1]:
+        raise ValueError(f"timesteps {tuple(t.shape)} do not split {frames} latent frames into equal groups")
+    per_frame = t.repeat_interleave(frames // t.shape[1], dim=1)
+    return per_frame.view(t.shape[0], 1, frames, *([1] * (latents.ndim - 3)))

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from libragen.core.config import StrictModel
 from libragen.core.files import atomic_path
-from libragen.models.backbone import Backbone, References, TextBatch, spread_blocks
+from libragen.models.backbone import Backbone, References, TextBatch, spread_blocks, time_like
 from libragen.models.mmdit import MMDiT, MMDiTConfig, ReferenceCache, TokenLayout
 from libragen.models.text import MINILM_DIM, shared_minilm
 from libragen.models.upsampler import LatentUpsampler, UpsamplerConfig
@@ -51,6 +51,7 @@ class LibraWorldBackboneConfig(StrictModel):
     x_pred_min_t: float = Field(0.05, gt=0, lt=1)
     sigma_data: float = Field(0.5, gt=0)  # std of clean latents, for the preconditioned (EDM) output
     text_max_length: int = Field(64, ge=4)
+    text_layers: tuple[int, ...] = Field((-1,), min_length=1)  # MiniLM hidden states per token (0: embeddings)
     transformer: MMDiTConfig = MMDiTConfig()
 
     def model_post_init(self, _context: object) -> None:
@@ -77,7 +78,9 @@ class LibraWorldBackbone(Backbone):
         pt, ph, pw = config.patch
         patch_dim = 3 * pt * ph * pw
         self.transformer = MMDiT(
-            config.transformer.model_copy(update={"in_dim": patch_dim, "out_dim": patch_dim, "text_dim": MINILM_DIM})
+            config.transformer.model_copy(
+                update={"in_dim": patch_dim, "out_dim": patch_dim, "text_dim": MINILM_DIM * len(config.text_layers)}
+            )
         )
         f = config.latent_downsample
         self.upsampler = None  # frozen, outside ``trainable``; trained on its own by ``libragen train decoder``
@@ -86,8 +89,9 @@ class LibraWorldBackbone(Backbone):
         self.latent_shape = (3, config.frames, config.height // f, config.width // f)
         self.video_size = (config.frames, config.height, config.width)
         self.fps = config.fps
+        self.frame_groups = config.frames // pt  # one timestep per temporal token row (Diffusion Forcing)
         # The frozen text encoder is shared and kept out of this module's parameters and state dict.
-        self.__dict__["_text_encoder"] = shared_minilm(None, config.text_max_length)
+        self.__dict__["_text_encoder"] = shared_minilm(None, config.text_max_length, tuple(config.text_layers))
 
     @property
     def trainable(self) -> MMDiT:
@@ -203,7 +207,7 @@ class LibraWorldBackbone(Backbone):
             return out
         if self.config.prediction == "preconditioned":
             return preconditioned_velocity(latents, timestep, out, self.config.sigma_data)
-        t = timestep.clamp(min=self.config.x_pred_min_t).view(-1, *([1] * (latents.ndim - 1)))
+        t = time_like(timestep.clamp(min=self.config.x_pred_min_t), latents)
         return (latents - out) / t  # x_t = (1 - t) x0 + t eps  =>  v = eps - x0 = (x_t - x0) / t
 
     def reference_cache(
@@ -269,7 +273,7 @@ def preconditioned_velocity(
     x0 (low rank), which a v-prediction cannot. The velocity v = (x_t - x0) / t is written without the
     division, so it is exact down to t = 0.
     """
-    t = timestep.view(-1, *([1] * (latents.ndim - 1)))
+    t = time_like(timestep, latents)
     s2 = sigma_data**2
     d = (1 - t) ** 2 * s2 + t**2
     return (t - (1 - t) * s2) / d * latents - sigma_data / d.sqrt() * output

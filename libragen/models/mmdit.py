@@ -45,6 +45,12 @@ class MMDiTConfig(StrictModel):
     one_way_refs: bool = True
     local_mixing: bool = True  # depthwise 3x3x3 conv at the image MLP's input: local structure from step 0
     rope_theta: float = 10000.0
+    # Global text condition (added to the timestep embedding for adaLN): the mean of the text tokens, plus with
+    # ``text_attention_pool`` > 0 that many learned attention-pooling heads (Imagen's attention pooling). Why: the
+    # mean of ~17 tokens hardly changes when one word does ("left" vs "right": pooled cosine 0.997), so the adaLN
+    # path is blind to it; a pooling head can pick the word out, and a text-dependent adaLN shift before the
+    # RoPE'd q/k is a relative-position attention bias, i.e. "look one token to the right in the previous frame".
+    text_attention_pool: int = Field(0, ge=0)
 
     def to_dict(self) -> dict:
         """Plain-dict view, the form libraries that read ``model.config`` expect (peft's merging does)."""
@@ -218,6 +224,14 @@ class MMDiT(nn.Module):
         self.text_in = nn.Linear(config.text_dim, dim)
         self.time_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.text_pool = nn.Linear(config.text_dim, dim)
+        self.text_attention = None
+        if config.text_attention_pool:
+            if dim % config.text_attention_pool:
+                raise ValueError(f"dim {dim} is not divisible by text_attention_pool {config.text_attention_pool}")
+            self.text_query = nn.Parameter(torch.randn(1, 1, dim) * dim**-0.5)
+            self.text_attention = nn.MultiheadAttention(
+                dim, config.text_attention_pool, kdim=config.text_dim, vdim=config.text_dim, batch_first=True
+            )
         self.ref_type = nn.Parameter(torch.zeros(config.max_refs, dim)) if config.ref_type_embedding else None
         self.blocks = nn.ModuleList(
             JointBlock(dim, config.heads, config.mlp_ratio, config.text_mlp_ratio, config.local_mixing)
@@ -236,10 +250,34 @@ class MMDiT(nn.Module):
 
     # -- pieces -------------------------------------------------------------------------------
     def _video_condition(self, timestep: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        """(B, D) conditioning of video and text tokens: timestep embedding + pooled text."""
+        """Conditioning from timestep embedding + pooled text: (B, D) for timesteps (B,), (B, G, D) for (B, G)."""
         weights = text_mask.float().unsqueeze(-1)
-        pooled = (text * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        return F.silu(self.time_mlp(timestep_embedding(timestep, self.config.dim)) + self.text_pool(pooled))
+        pooled = self.text_pool((text * weights).sum(1) / weights.sum(1).clamp(min=1.0))
+        if self.text_attention is not None:
+            query = self.text_query.expand(text.shape[0], -1, -1)
+            ignore = ~text_mask & text_mask.any(1, keepdim=True)  # a row without tokens attends to its padding
+            attended, _ = self.text_attention(query, text, text, key_padding_mask=ignore, need_weights=False)
+            pooled = pooled + attended[:, 0]
+        embedded = self.time_mlp(timestep_embedding(timestep.flatten(), self.config.dim))
+        if timestep.ndim == 2:
+            return F.silu(embedded.unflatten(0, timestep.shape) + pooled[:, None])
+        return F.silu(embedded + pooled)
+
+    @staticmethod
+    def _per_row(condition: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        """Video conditioning as (B, 1, D) (one timestep) or (B, G, D) (one per temporal token row)."""
+        if condition.ndim == 2:
+            return condition[:, None]
+        if condition.shape[1] != layout.grid[0]:
+            raise ValueError(f"{condition.shape[1]} timesteps per video for {layout.grid[0]} temporal token rows")
+        return condition
+
+    @staticmethod
+    def _to_tokens(per_row: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        """(B, 1 or G, X) modulation -> (B, Nv, X): each temporal token row's value on its h*w tokens."""
+        if per_row.shape[1] == 1:
+            return per_row.expand(-1, layout.video_tokens, -1)
+        return per_row.repeat_interleave(layout.grid[1] * layout.grid[2], dim=1)
 
     def _reference_condition(self, device: torch.device) -> torch.Tensor:
         """(1, D) conditioning of reference tokens: timestep 0 and no text, so they stay 'clean'."""
@@ -298,13 +336,14 @@ class MMDiT(nn.Module):
         ref_offset: tuple[float, float, float] = (0.0, 0.0, 0.0),
         ref_cache: ReferenceCache | None = None,
     ) -> torch.Tensor:
-        """Video patches (B, Nv, in_dim) -> outputs (B, Nv, out_dim).
+        """Video patches (B, Nv, in_dim) at ``timestep`` (B,) or (B, temporal token rows) -> outputs (B, Nv, out_dim).
 
         References come either as patches (B, Nr, in_dim) with ``ref_key_mask`` (B, Nr), run with the
         video, or as a :class:`ReferenceCache` built by :meth:`reference_cache` (one-way only).
         """
         b, n_video = video_patches.shape[:2]
-        video_c = self._video_condition(timestep, text, text_mask)
+        video_c = self._per_row(self._video_condition(timestep, text, text_mask), layout)  # (B, 1 or G, D)
+        text_c = video_c.mean(1, keepdim=True)  # text tokens: one condition (the average over frame groups)
         ref_c = self._reference_condition(video_patches.device)
         video = self.patch_in(video_patches)
         text_tokens = self.text_in(text)
@@ -327,11 +366,10 @@ class MMDiT(nn.Module):
         grids = layout.grids(with_refs=use_refs)
         mods = [block.image.modulation for block in self.blocks]
         for i, block in enumerate(self.blocks):
-            video_mod = mods[i](video_c)[:, None]
-            image_mod = video_mod.expand(b, n_video, -1)
+            image_mod = self._to_tokens(mods[i](video_c), layout)
             if n_ref_tokens:
                 image_mod = torch.cat([image_mod, mods[i](ref_c)[:, None].expand(b, n_ref_tokens, -1)], 1)
-            text_mod = block.text.modulation(video_c)[:, None]
+            text_mod = block.text.modulation(text_c)
             extra = (ref_cache.keys[i], ref_cache.values[i]) if ref_cache is not None else None
             if i in self.checkpointed_blocks and torch.is_grad_enabled():
                 image, text_tokens = checkpoint(
@@ -339,7 +377,7 @@ class MMDiT(nn.Module):
                 )
             else:
                 image, text_tokens = block(image, text_tokens, image_mod, text_mod, rope, mask, extra, grids)
-        shift, scale = self.out_modulation(video_c)[:, None].chunk(2, dim=-1)
+        shift, scale = self._to_tokens(self.out_modulation(video_c), layout).chunk(2, dim=-1)
         return self.patch_out(modulate(self.norm_out(image[:, :n_video]), shift, scale))
 
     def reference_cache(

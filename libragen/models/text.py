@@ -27,16 +27,31 @@ def minilm_path() -> str:
 
 
 class MiniLMTextEncoder(nn.Module):
-    """Prompts -> last-layer token features (B, L, 384) and mask; frozen, with an in-memory cache."""
+    """Prompts -> token features (B, L, 384 x len(layers)) and mask; frozen, with an in-memory cache.
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, max_length: int = 64) -> None:
+    ``layers`` picks MiniLM hidden states to concatenate per token: -1 is the last layer (contextual), 0 the
+    embedding layer (lexical). Why more than the last layer: MiniLM is trained for sentence similarity, and its
+    last layer nearly merges opposite directions (the "left" and "right" tokens of the same caption have cosine
+    0.84, "upward"/"downward" 0.85, against 0.25 for "red"/"blue"; in the embedding layer 0.50 and 0.72).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, max_length: int = 64, layers: tuple[int, ...] = (-1,)
+    ) -> None:
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
+        if not layers:
+            raise ValueError("name at least one MiniLM layer")
         path = str(path or minilm_path())
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).eval().requires_grad_(False)
+        depth = self.model.config.num_hidden_layers
+        if any(not -depth - 1 <= layer <= depth for layer in layers):
+            raise ValueError(f"MiniLM layers are -{depth + 1}..{depth} (0: embeddings), got {list(layers)}")
         self.max_length = max_length
+        self.layers = tuple(layers)
+        self.dim = MINILM_DIM * len(self.layers)
         self._cache: dict[str, tuple[torch.Tensor, int]] = {}
 
     @torch.no_grad()
@@ -44,7 +59,11 @@ class MiniLMTextEncoder(nn.Module):
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
             enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-            hidden = self.model(**enc).last_hidden_state
+            if self.layers == (-1,):
+                hidden = self.model(**enc).last_hidden_state
+            else:
+                states = self.model(**enc, output_hidden_states=True).hidden_states
+                hidden = torch.cat([states[layer] for layer in self.layers], dim=-1)
             lengths = enc["attention_mask"].sum(1).tolist()
             for prompt, features, length in zip(chunk, hidden, lengths, strict=True):
                 self._cache[prompt] = (features[:length].clone(), length)
@@ -54,7 +73,7 @@ class MiniLMTextEncoder(nn.Module):
         if missing:
             self._encode_new(missing)
         length = max(self._cache[p][1] for p in prompts)
-        tokens = torch.zeros(len(prompts), length, MINILM_DIM)
+        tokens = torch.zeros(len(prompts), length, self.dim)
         mask = torch.zeros(len(prompts), length, dtype=torch.bool)
         for i, prompt in enumerate(prompts):
             features, n = self._cache[prompt]
@@ -63,7 +82,7 @@ class MiniLMTextEncoder(nn.Module):
         return TextBatch(tokens, mask)
 
 
-@lru_cache(maxsize=2)
-def shared_minilm(path: str | None = None, max_length: int = 64) -> MiniLMTextEncoder:
-    """One encoder per process (loading takes a second; every backbone instance can share it)."""
-    return MiniLMTextEncoder(path, max_length)
+@lru_cache(maxsize=4)
+def shared_minilm(path: str | None = None, max_length: int = 64, layers: tuple[int, ...] = (-1,)) -> MiniLMTextEncoder:
+    """One encoder per process and setting (loading takes a second; every backbone instance can share it)."""
+    return MiniLMTextEncoder(path, max_length, layers)
