@@ -49,10 +49,14 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=24, help="subjects (each sampled with the four directions)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=4.0)
+    parser.add_argument(
+        "--stagger", type=float, default=0.0, help="pyramid schedule: frame group g trails g-1 by this (0: off)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the result to this JSON file")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     backbone = load_backbone(args.model).eval()
     rng = np.random.default_rng(0)
     flows: dict[str, list[tuple[float, float]]] = {d: [] for d in DIRECTIONS}
@@ -60,7 +64,14 @@ def main() -> None:
         colour, shape, scene = (rng.choice(names) for names in (COLOUR_NAMES, SHAPES, SCENE_NAMES))
         prompts = [f"a {colour} {shape} creature glides quickly {words} on {scene}." for words in DIRECTIONS.values()]
         videos = to_uint8_frames(
-            sample(backbone, prompts, steps=args.steps, guidance=TextCFG(args.guidance), seed=[index] * 4)
+            sample(
+                backbone,
+                prompts,
+                steps=args.steps,
+                guidance=TextCFG(args.guidance),
+                seed=[index] * 4,
+                stagger=args.stagger,
+            )
         )
         for direction, video in zip(DIRECTIONS, videos, strict=True):
             flows[direction].append(moving_flow(video))
