@@ -1,7 +1,8 @@
-"""What machine a benchmark ran on (benchmarks state it beside their numbers)."""
+"""What machine a benchmark ran on (benchmarks state it beside their numbers), and how results are reported."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -21,3 +22,12 @@ def cpu_model() -> str:
 def describe() -> str:
     """'<cpu>, <n> cores, Python <version>'."""
     return f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def report(result: dict, out: Path | None) -> None:
+    """Print ``result`` as JSON, and also write it to ``out`` when given."""
+    text = json.dumps(result, indent=2)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    print(text)

@@ -14,7 +14,6 @@ colour word instead: the same measurement for a word the models do use, as a yar
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from libragen.train.flow import noisy_latents
 from libragen.world.identity import COLOUR_NAMES
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe
+from machine import describe, report
 
 FLIP = {"to the left": "to the right", "to the right": "to the left", "upward": "downward", "downward": "upward"}
 
@@ -117,10 +116,7 @@ def main() -> None:
             "relative_gain": float((flip.mean() - true.mean()) / flip.mean()),
             "share_true_better": float(np.mean(true < flip)),
         }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from libragen.world.identity import COLOUR_NAMES, SHAPES
 from libragen.world.scene import SCENE_NAMES
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe
+from machine import describe, report
 
 DIRECTIONS = {"left": "to the left", "right": "to the right", "up": "upward", "down": "downward"}
 
@@ -89,10 +88,7 @@ def main() -> None:
             np.mean([a[1] < b[1] for a, b in zip(flows["up"], flows["down"], strict=True)])
         ),
     }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    report(result, args.out)
 
 
 if __name__ == "__main__":
