@@ -59,11 +59,8 @@ class MiniLMTextEncoder(nn.Module):
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
             enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-            if self.layers == (-1,):
-                hidden = self.model(**enc).last_hidden_state
-            else:
-                states = self.model(**enc, output_hidden_states=True).hidden_states
-                hidden = torch.cat([states[layer] for layer in self.layers], dim=-1)
+            states = self.model(**enc, output_hidden_states=True).hidden_states  # [-1] is last_hidden_state
+            hidden = torch.cat([states[layer] for layer in self.layers], dim=-1)
             lengths = enc["attention_mask"].sum(1).tolist()
             for prompt, features, length in zip(chunk, hidden, lengths, strict=True):
                 self._cache[prompt] = (features[:length].clone(), length)
