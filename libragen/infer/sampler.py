@@ -78,11 +78,8 @@ def sample(
         options = {"refs": refs, "steps": steps, "guidance": guidance, "seed": seed, "shift": shift}
         options |= {"ref_offset": ref_offset, "noise": noise, "on_step": on_step}
         return _sample_staggered(backbone, prompts, stagger=stagger, **options)
-    guidance = guidance or Guidance()
-    device = backbone.device
-    b = len(prompts)
-    x = _initial_noise(backbone, b, seed, noise).to(device)
-    texts = {True: backbone.encode_text(prompts), False: backbone.encode_text([""] * b)}
+    guidance, x, texts = _start(backbone, prompts, guidance, seed, noise)
+    device, b = x.device, len(prompts)
     scheduler = FlowMatchEulerDiscreteScheduler(shift=backbone.sampling_shift if shift is None else shift)
     scheduler.set_timesteps(steps, device=device)
     caches: dict[tuple[Branch, ...], object] = {}
@@ -113,14 +110,23 @@ def sample(
     return backbone.decode_video(x)
 
 
-def _initial_noise(backbone: Backbone, b: int, seed: int | list[int], noise: torch.Tensor | None) -> torch.Tensor:
-    if noise is not None:
-        return noise
-    seeds = seed if isinstance(seed, list) else [seed * 100_003 + i for i in range(b)]
-    if len(seeds) != b:
-        raise ValueError(f"{len(seeds)} seeds for {b} prompts")
-    shape = backbone.latent_shape
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+def _start(
+    backbone: Backbone,
+    prompts: list[str],
+    guidance: Guidance | None,
+    seed: int | list[int],
+    noise: torch.Tensor | None,
+) -> tuple[Guidance, torch.Tensor, dict[bool, TextBatch]]:
+    """What every sampling loop starts from: the guidance, the initial noise and the (un)conditional text."""
+    b = len(prompts)
+    if noise is None:
+        seeds = seed if isinstance(seed, list) else [seed * 100_003 + i for i in range(b)]
+        if len(seeds) != b:
+            raise ValueError(f"{len(seeds)} seeds for {b} prompts")
+        shape = backbone.latent_shape
+        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    texts = {True: backbone.encode_text(prompts), False: backbone.encode_text([""] * b)}
+    return guidance or Guidance(), noise.to(backbone.device), texts
 
 
 def staggered_timesteps(steps: int, groups: int, stagger: float, shift: float = 1.0) -> torch.Tensor:
@@ -157,11 +163,8 @@ def _sample_staggered(
     groups = backbone.frame_groups
     if not groups:
         raise ValueError(f"{type(backbone).__name__} takes one timestep per video; it cannot sample staggered")
-    guidance = guidance or Guidance()
-    device = backbone.device
-    b = len(prompts)
-    x = _initial_noise(backbone, b, seed, noise).to(device)
-    texts = {True: backbone.encode_text(prompts), False: backbone.encode_text([""] * b)}
+    guidance, x, texts = _start(backbone, prompts, guidance, seed, noise)
+    device, b = x.device, len(prompts)
     schedule = staggered_timesteps(steps, groups, stagger, backbone.sampling_shift if shift is None else shift)
     caches: dict[tuple[Branch, ...], object] = {}
     for i in range(steps):
