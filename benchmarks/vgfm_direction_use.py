@@ -25,20 +25,16 @@ from libragen.eval.generation import heldout_prompts
 from libragen.models import load_backbone
 from libragen.models.backbone import time_like
 from libragen.train.flow import noisy_latents
+from libragen.world.caption import reverse_directions
 from libragen.world.identity import COLOUR_NAMES
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe, report
 
-FLIP = {"to the left": "to the right", "to the right": "to the left", "upward": "downward", "downward": "upward"}
-
 
 def flipped(prompt: str) -> str | None:
-    """The prompt with its one direction phrase reversed, or None when it has none."""
-    for phrase, opposite in FLIP.items():
-        if phrase in prompt:
-            return prompt.replace(phrase, opposite)
-    return None
+    """The prompt with its subject's direction phrase reversed (the camera pan kept), or None when it has none."""
+    return reverse_directions(prompt, pans=False)
 
 
 def recoloured(prompt: str) -> str:

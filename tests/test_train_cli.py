@@ -92,6 +92,26 @@ def test_subject_coverage_follows_the_world_masks_and_weights_training(world, tm
     assert len(losses) == 4 and all(np.isfinite(losses))
 
 
+def test_train_vgfm_continues_a_saved_model_with_the_word_contrast_term(world, tmp_path: Path) -> None:
+    from libragen.core.config import load_config
+    from libragen.models.libraworld import LibraWorldBackbone
+    from libragen.train.vgfm import VGFMConfig
+
+    config = tmp_path / "contrast.yaml"
+    config.write_text(TINY.format(world=world.root))
+    start = LibraWorldBackbone(load_config(VGFMConfig, config).backbone)
+    start.save(tmp_path / "start")
+    extra = f"init_from: {tmp_path / 'start'}\nword_contrast: {{share: 1.0, min_t: 0.0, start_step: 1}}\n"
+    config.write_text(TINY.format(world=world.root) + extra)
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "vgfm", "--config", str(config), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "contrast_samples" not in records[0]  # off before start_step
+    assert all("contrast_samples" in r and r["loss"] >= r["flow_loss"] for r in records[1:])
+    assert sum(r["contrast_samples"] for r in records[1:]) > 0  # LibraWorld captions name directions
+
+
 def test_train_vgfm_rejects_bad_configs(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("data: [nowhere]\nbatch_sise: 4\n")

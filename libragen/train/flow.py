@@ -84,6 +84,15 @@ def velocity_errors(
     return (squared * weight).flatten(1).sum(1) / weight.flatten(1).sum(1)
 
 
+def draw_timesteps_and_noise(
+    backbone: Backbone, clean: torch.Tensor, generator: torch.Generator, timesteps: TimestepConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's training timesteps (B,) or (B, frame groups) and its noise, drawn in that order from ``generator``."""
+    t = sample_training_timesteps(clean.shape[0], timesteps, generator, backbone.frame_groups).to(clean.device)
+    noise = torch.randn(clean.shape, generator=generator).to(clean.device)
+    return t, noise
+
+
 def flow_matching_loss(
     backbone: Backbone,
     clean: torch.Tensor,
@@ -94,6 +103,5 @@ def flow_matching_loss(
     weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean rectified-flow loss of a batch; noise and timesteps come from ``generator`` (reproducible)."""
-    t = sample_training_timesteps(clean.shape[0], timesteps, generator, backbone.frame_groups).to(clean.device)
-    noise = torch.randn(clean.shape, generator=generator).to(clean.device)
+    t, noise = draw_timesteps_and_noise(backbone, clean, generator, timesteps)
     return velocity_errors(backbone, clean, text, t, noise, refs, weight).mean()

@@ -3,11 +3,12 @@
 Data: LibraWorld folders (mp4 + manifest). Clips are decoded once into memory (8000 clips of
 16x64x64 are 1.5 GB). Prompts are the clips' captions with the Ref tags removed ("a red round creature
 hops quickly to the left on a brick wall."), dropped to "" at ``text_dropout`` for classifier-free
-guidance. With ``foreground_weight`` λ > 0 the loss weighs each latent position by
-``1 + λ · subject coverage`` (from the manifest's ground-truth masks), so the small subjects, not the
-textured backgrounds, dominate what the model learns first. The run folder gets checkpoints, metrics,
-TensorBoard logs, samples, the final backbone
-(EMA weights) under ``final/`` and the loss curve as ``loss.png``.
+guidance. ``init_from`` continues from a saved backbone instead of random weights, and ``word_contrast``
+adds the word-contrast term of ``libragen.train.contrast``. With ``foreground_weight`` λ > 0 the loss
+weighs each latent position by ``1 + λ · subject coverage`` (from the manifest's ground-truth masks), so
+the small subjects, not the textured backgrounds, dominate what the model learns first. The run folder gets
+checkpoints, metrics, TensorBoard logs, samples, the final backbone (EMA weights) under ``final/`` and the
+loss curve as ``loss.png``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from libragen.core.video import read_video
 from libragen.infer.sampler import TextCFG, sample, to_uint8_frames
 from libragen.models.backbone import Backbone
 from libragen.models.libraworld import LibraWorldBackbone, LibraWorldBackboneConfig
-from libragen.train.flow import TimestepConfig, flow_matching_loss
+from libragen.train.contrast import WordContrastConfig, word_contrast_loss
+from libragen.train.flow import TimestepConfig, draw_timesteps_and_noise, velocity_errors
 from libragen.train.loop import LoopConfig, LoopResult, TrainingLoop, start_run
 from libragen.train.plots import plot_loss
 from libragen.world.caption import plain_caption
@@ -47,6 +49,8 @@ class VGFMConfig(StrictModel):
     batch_size: int = Field(8, ge=1)
     text_dropout: float = Field(0.1, ge=0, le=1)
     foreground_weight: float = Field(0.0, ge=0)  # λ: loss weight 1 + λ · subject coverage per latent position
+    word_contrast: WordContrastConfig | None = None  # ask the prediction to depend on the direction words
+    init_from: str | None = None  # a saved backbone folder (same backbone config) to start from instead of random
     backbone: LibraWorldBackboneConfig = LibraWorldBackboneConfig()
     timesteps: TimestepConfig = TimestepConfig()
     loop: LoopConfig = LoopConfig()
@@ -133,8 +137,13 @@ def vgfm_objective(bank: ClipBank, config: VGFMConfig):
             coverage = bank.subject_coverage(index, tuple(clean.shape[2:])).to(clean.device)
             weight = 1 + config.foreground_weight * coverage
         text = backbone.encode_text(prompts)
-        loss = flow_matching_loss(backbone, clean, text, generator, config.timesteps, weight=weight)
-        return loss, {}
+        t, noise = draw_timesteps_and_noise(backbone, clean, generator, config.timesteps)
+        errors = velocity_errors(backbone, clean, text, t, noise, weight=weight)
+        loss = errors.mean()
+        if config.word_contrast is None or step < config.word_contrast.start_step:
+            return loss, {}
+        contrast, logs = word_contrast_loss(backbone, clean, noise, t, prompts, errors, config.word_contrast, generator)
+        return loss + contrast, {"flow_loss": float(loss.detach()), **logs}
 
     return objective
 
@@ -180,11 +189,23 @@ def export_checkpoint(
     return Path(out)
 
 
+def initial_backbone(config: VGFMConfig) -> LibraWorldBackbone:
+    """A fresh backbone, or the weights of ``config.init_from`` when the run continues a saved model."""
+    backbone = LibraWorldBackbone(config.backbone)
+    if config.init_from is None:
+        return backbone
+    saved = LibraWorldBackbone.load(config.init_from)
+    if saved.config.model_dump() != config.backbone.model_dump():
+        raise ValueError(f"{config.init_from}: its backbone config differs from this run's `backbone`")
+    backbone.trainable.load_state_dict(saved.trainable.state_dict())
+    return backbone
+
+
 def train_vgfm(config: VGFMConfig, run_dir: str | os.PathLike[str], console: Console | None = None) -> LoopResult:
     """Train (or resume) a VGFM into ``run_dir``; write ``final/`` (EMA weights) and ``loss.png``."""
     console = console or Console(stderr=True)
     run = start_run(config, config.loop, run_dir)
-    backbone = LibraWorldBackbone(config.backbone)
+    backbone = initial_backbone(config)
     bank = ClipBank.from_worlds(
         config.data, backbone.video_size, config.max_clips, console, with_masks=config.foreground_weight > 0
     )

@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import re
 
-from libragen.world.identity import identity
+from libragen.world.identity import COLOUR_NAMES, identity
 from libragen.world.spec import ClipSpec, SubjectSpec
 
 DIRECTION_PHRASES = {"left": "to the left", "right": "to the right", "up": "upward", "down": "downward"}
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+REVERSED_PHRASE = {
+    **{DIRECTION_PHRASES[d]: DIRECTION_PHRASES[OPPOSITE[d]] for d in OPPOSITE},
+    **{f"pans {d}": f"pans {OPPOSITE[d]}" for d in OPPOSITE},
+}
+_DIRECTION = re.compile(r"\b(" + "|".join(REVERSED_PHRASE) + r")\b")
+_SUBJECT_COLOUR = re.compile(r"\b(?:a|an) (" + "|".join(COLOUR_NAMES) + r") (?=[\w-]+ creature)")
 
 
 def subject_clause(ref_index: int, subject: SubjectSpec) -> str:
@@ -47,6 +54,35 @@ def caption(spec: ClipSpec) -> str:
 def ref_descriptions(spec: ClipSpec) -> list[str]:
     """One ``Ref k: description`` line per subject."""
     return [f"Ref {k + 1}: {identity(s.identity_id).description}" for k, s in enumerate(spec.subjects)]
+
+
+def direction_phrases(text: str, pans: bool = True) -> list[re.Match[str]]:
+    """The direction phrases of a caption in order: each subject's ("to the left", "upward", ...) and, with
+    ``pans``, the camera's ("pans right")."""
+    return [m for m in _DIRECTION.finditer(text) if pans or not m[0].startswith("pans")]
+
+
+def colour_phrases(text: str) -> list[re.Match[str]]:
+    """Each subject's article and colour word in order ("a red " of "a red round creature"); group 1 is the colour."""
+    return list(_SUBJECT_COLOUR.finditer(text))
+
+
+def with_article(colour: str) -> str:
+    """``"an orange"``, ``"a red"``."""
+    return f"{'an' if colour[0] in 'aeiou' else 'a'} {colour}"
+
+
+def reverse_directions(text: str, pans: bool = True, only: int | None = None) -> str | None:
+    """``text`` with its direction phrases reversed ("hops to the left ... pans up" -> "hops to the right ... pans
+    down"), all at once or only the ``only``-th of :func:`direction_phrases`; None when it names no direction."""
+    found = direction_phrases(text, pans)
+    if not found:
+        return None
+    if only is not None:
+        found = [found[only]]
+    for match in reversed(found):  # right to left, so earlier spans keep their offsets
+        text = text[: match.start()] + REVERSED_PHRASE[match[0]] + text[match.end() :]
+    return text
 
 
 _REF_TAG = re.compile(r"Ref \d+\[([^\]]*)\]")
