@@ -34,7 +34,6 @@ def test_reverse_directions_flips_every_subject_and_the_pan_at_once():
 def test_reverse_one_phrase_changes_exactly_one_subject_or_the_pan():
     text = "a red x hops to the left and a blue y glides upward on snow, while the camera pans right."
     assert [m[0] for m in direction_phrases(text)] == ["to the left", "upward", "pans right"]
-    assert reverse_directions(text, only=1) == text.replace("upward", "downward")
     seen = set()
     for seed in range(20):
         contrast = contrast_prompt(text, "one", torch.Generator().manual_seed(seed))

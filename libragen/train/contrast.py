@@ -1,4 +1,4 @@
-"""Word-contrast loss: make the denoiser's prediction depend on the prompt's motion words.
+"""Word-contrast loss: make the denoiser's prediction depend on the prompt's direction (and colour) words.
 
 Why: with the rectified-flow loss alone, the LibraWorld VGFM learns colour words but ignores direction words
 (docs/results.md, issue #4, session 13): wherever the noisy video already shows where a subject is, it also shows
@@ -27,8 +27,8 @@ from pydantic import Field
 from libragen.core.config import StrictModel
 from libragen.models.backbone import Backbone
 from libragen.train.flow import velocity_errors
-from libragen.world.caption import REVERSED_PHRASE, colour_phrases, direction_phrases, with_article
-from libragen.world.identity import COLOUR_NAMES
+from libragen.world.caption import REVERSED_PHRASE, colour_phrases, direction_phrases
+from libragen.world.identity import COLOUR_NAMES, with_article
 
 
 class WordContrastConfig(StrictModel):
@@ -83,20 +83,20 @@ def word_contrast_loss(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The hinge term over the eligible samples, and logs: how many took part and their mean relative gap
-    (e_reversed - e_true) / e_true, a running measure of how much the model uses the words. ``generator`` draws
-    which phrase is reversed when ``config.reverse`` is "one"."""
+    (e_contrast - e_true) / e_true, a running measure of how much the model uses the words. ``generator`` draws
+    the new colours and, when ``config.reverse`` is "one", which word is changed."""
     per_sample_t = t.flatten(1).mean(1) if t.dim() > 1 else t
     generator = generator or torch.Generator().manual_seed(0)
-    reversed_prompts = [contrast_prompt(p, config.reverse, generator, config.words) for p in prompts]
-    chosen = [i for i, r in enumerate(reversed_prompts) if r is not None and per_sample_t[i] >= config.min_t]
+    contrast_prompts = [contrast_prompt(p, config.reverse, generator, config.words) for p in prompts]
+    chosen = [i for i, c in enumerate(contrast_prompts) if c is not None and per_sample_t[i] >= config.min_t]
     chosen = chosen[: max(1, int(config.share * len(prompts)))]
     if not chosen:
         return true_errors.new_zeros(()), {"contrast_samples": 0.0}
     index = torch.tensor(chosen, device=clean.device)
-    text = backbone.encode_text([reversed_prompts[i] for i in chosen])
-    reversed_errors = velocity_errors(backbone, clean[index], text, t[index], noise[index])
+    text = backbone.encode_text([contrast_prompts[i] for i in chosen])
+    contrast_errors = velocity_errors(backbone, clean[index], text, t[index], noise[index])
     true = true_errors[index]
-    gap = reversed_errors - true
+    gap = contrast_errors - true
     hinge = torch.relu(config.margin * true.detach() - gap)
     logs = {
         "contrast_samples": float(len(chosen)),

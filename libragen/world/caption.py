@@ -67,19 +67,12 @@ def colour_phrases(text: str) -> list[re.Match[str]]:
     return list(_SUBJECT_COLOUR.finditer(text))
 
 
-def with_article(colour: str) -> str:
-    """``"an orange"``, ``"a red"``."""
-    return f"{'an' if colour[0] in 'aeiou' else 'a'} {colour}"
-
-
-def reverse_directions(text: str, pans: bool = True, only: int | None = None) -> str | None:
-    """``text`` with its direction phrases reversed ("hops to the left ... pans up" -> "hops to the right ... pans
-    down"), all at once or only the ``only``-th of :func:`direction_phrases`; None when it names no direction."""
+def reverse_directions(text: str, pans: bool = True) -> str | None:
+    """``text`` with all its direction phrases reversed ("hops to the left ... pans up" -> "hops to the right ...
+    pans down"); None when it names no direction."""
     found = direction_phrases(text, pans)
     if not found:
         return None
-    if only is not None:
-        found = [found[only]]
     for match in reversed(found):  # right to left, so earlier spans keep their offsets
         text = text[: match.start()] + REVERSED_PHRASE[match[0]] + text[match.end() :]
     return text

@@ -45,6 +45,12 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
 
+
+def with_article(colour: str) -> str:
+    """``"an orange"``, ``"a red"``."""
+    return f"{'an' if colour[0] in 'aeiou' else 'a'} {colour}"
+
+
 ACCENTS: dict[str, tuple[int, int, int]] = {
     "black": (24, 24, 28),
     "white": (246, 246, 240),
@@ -122,8 +128,7 @@ class Identity:
     @property
     def phrase(self) -> str:
         """What a video caption says about this subject (shape and colour only)."""
-        article = "an" if self.colour[0] in "aeiou" else "a"
-        return f"{article} {self.colour} {self.shape} creature"
+        return f"{with_article(self.colour)} {self.shape} creature"
 
     @property
     def description(self) -> str:
