@@ -144,3 +144,18 @@ def test_init_from_loads_a_saved_backbone_and_refuses_another_design(tmp_path):
     with pytest.raises(ValueError, match="backbone config differs"):
         initial_backbone(other)
     assert isinstance(initial_backbone(VGFMConfig(data=["unused"], backbone=tiny_config())), LibraWorldBackbone)
+
+
+def test_text_cache_keeps_the_most_recently_used_prompts():
+    """Contrast negatives are mostly new captions: the encoder's cache stays bounded and its answers unchanged."""
+    from libragen.models.text import MiniLMTextEncoder
+
+    encoder = MiniLMTextEncoder(max_cached=2)
+    first = encoder([LEFT]).tokens
+    encoder([STILL])
+    encoder([LEFT])  # LEFT is now the most recently used
+    encoder([reverse_directions(LEFT)])
+    assert list(encoder._cache) == [LEFT, reverse_directions(LEFT)]
+    encoder([STILL])  # evicted earlier: encoded again, same features
+    assert len(encoder._cache) == 2
+    torch.testing.assert_close(encoder([LEFT]).tokens, first)

@@ -7,6 +7,7 @@ training sees the same captions many times and the encoder never changes.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from functools import lru_cache
 
 import torch
@@ -33,10 +34,16 @@ class MiniLMTextEncoder(nn.Module):
     embedding layer (lexical). Why more than the last layer: MiniLM is trained for sentence similarity, and its
     last layer nearly merges opposite directions (the "left" and "right" tokens of the same caption have cosine
     0.84, "upward"/"downward" 0.85, against 0.25 for "red"/"blue"; in the embedding layer 0.50 and 0.72).
+    The cache keeps the ``max_cached`` most recently used prompts: a training run re-reads its captions every
+    epoch, while generated prompts (the word-contrast negatives, ``libragen.train.contrast``) are mostly new.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str] | None = None, max_length: int = 64, layers: tuple[int, ...] = (-1,)
+        self,
+        path: str | os.PathLike[str] | None = None,
+        max_length: int = 64,
+        layers: tuple[int, ...] = (-1,),
+        max_cached: int = 20_000,
     ) -> None:
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
@@ -52,7 +59,8 @@ class MiniLMTextEncoder(nn.Module):
         self.max_length = max_length
         self.layers = tuple(layers)
         self.dim = MINILM_DIM * len(self.layers)
-        self._cache: dict[str, tuple[torch.Tensor, int]] = {}
+        self.max_cached = max_cached
+        self._cache: OrderedDict[str, tuple[torch.Tensor, int]] = OrderedDict()
 
     @torch.no_grad()
     def _encode_new(self, prompts: list[str], batch_size: int = 256) -> None:
@@ -76,6 +84,9 @@ class MiniLMTextEncoder(nn.Module):
             features, n = self._cache[prompt]
             tokens[i, :n] = features
             mask[i, :n] = True
+            self._cache.move_to_end(prompt)
+        while len(self._cache) > self.max_cached:  # least recently used first
+            self._cache.popitem(last=False)
         return TextBatch(tokens, mask)
 
 
