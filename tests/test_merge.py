@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -58,6 +59,58 @@ def test_cat_merge_is_exact_task_arithmetic(tmp_path):
     fused = dict(backbone.trainable.named_parameters())
     assert all(torch.allclose(fused[k], expected[k], atol=1e-5) for k in expected)
     assert any(not torch.allclose(fused[k], weights[k]) for k in weights)
+
+
+def lora_factors(path, weight: float) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+    """module -> (A, B, weight × alpha / r) of one saved LoRA."""
+    state, config = read_lora(path)
+    scaled = weight * config["lora_alpha"] / config["r"]
+    suffix = ".lora_A.weight"
+    return {
+        k[: -len(suffix)]: (v, state[k[: -len(suffix)] + ".lora_B.weight"], scaled)
+        for k, v in state.items()
+        if k.endswith(suffix)
+    }
+
+
+def expected_delta(method: str, parts: list[tuple[torch.Tensor, torch.Tensor, float]]) -> torch.Tensor:
+    """ΔW of one module as peft documents each combination (written out here, not through add_weighted_adapter)."""
+    from peft.utils.merge_utils import ties
+
+    if method == "svd":  # the weighted sum of full deltas, truncated to the largest input rank
+        full = sum(s * b @ a for a, b, s in parts)
+        u, sv, vh = torch.linalg.svd(full)
+        rank = max(a.shape[0] for a, _, _ in parts)
+        return (u[:, :rank] * sv[:rank]) @ vh[:rank]
+    roots = torch.tensor([s**0.5 for _, _, s in parts])  # A and B merged separately, each with sqrt(w · scale)
+    if method == "linear":
+        a = sum(r * a for r, (a, _, _) in zip(roots, parts, strict=True))
+        b = sum(r * b for r, (_, b, _) in zip(roots, parts, strict=True))
+    else:  # ties, density 0.5: peft's own merge_utils on the factors
+        a = ties([a for a, _, _ in parts], roots, 0.5, "total")
+        b = ties([b for _, b, _ in parts], roots, 0.5, "total")
+    return b @ a  # the merged adapter has alpha = r, so scale 1
+
+
+@pytest.mark.parametrize("method", ["linear", "svd", "ties"])
+def test_merge_methods_give_the_deltas_peft_documents(tmp_path, method):
+    base, a, b = setup_folders(tmp_path)
+    backbone = load_backbone(base).eval()
+    before = {name: p.detach().clone() for name, p in backbone.trainable.named_parameters()}
+    factors = [lora_factors(a, 0.7), lora_factors(b, 0.3)]
+    model = merge_loras(backbone, [(a, 0.7), (b, 0.3)], method, density=0.5 if method == "ties" else None)
+    model.merge_and_unload(adapter_names=["merged"])
+    after = dict(backbone.trainable.named_parameters())
+    assert factors[0].keys() == factors[1].keys() and factors[0]
+    for module in factors[0]:
+        delta = after[f"{module}.weight"] - before[f"{module}.weight"]
+        want = expected_delta(method, [f[module] for f in factors])
+        assert torch.allclose(delta, want, atol=1e-5), (method, module, float((delta - want).abs().max()))
+    if method == "linear":  # and linear is not task arithmetic: the cross terms are there
+        module = next(iter(factors[0]))
+        arithmetic = sum(s * b @ a for a, b, s in (f[module] for f in factors))
+        delta = after[f"{module}.weight"] - before[f"{module}.weight"]
+        assert not torch.allclose(delta, arithmetic, atol=1e-3)
 
 
 def test_single_lora_at_weight_one_is_that_lora(tmp_path):

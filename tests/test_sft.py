@@ -109,3 +109,44 @@ def test_sft_config_errors_are_one_line(pairs_and_base, tmp_path):
     proc = subprocess.run(command, capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "data.cross_share" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_text_and_reference_dropout_rates_are_observed_in_training_batches(monkeypatch):
+    """What sft_loss hands the backbone: prompts blanked and reference sets masked at the configured rates,
+    independently, and nothing else touched."""
+    from libragen.models.backbone import References
+    from libragen.train import sft
+    from libragen.train.flow import TimestepConfig
+
+    seen: list[tuple[list[str], torch.Tensor]] = []
+
+    class Recorder:
+        def encode_text(self, prompts):
+            seen.append((list(prompts), None))
+            return prompts
+
+    def record_errors(backbone, clean, text, t, noise, refs):
+        seen[-1] = (seen[-1][0], refs.mask.clone())
+        return torch.zeros(clean.shape[0])
+
+    monkeypatch.setattr(sft, "velocity_errors", record_errors)
+    batch_size, steps = 8, 400
+    prompts = [f"Ref 1[a red round creature] hops to the left, sample {k}." for k in range(batch_size)]
+    mask = torch.tensor([[True, True, False]] * batch_size)
+    batch = sft.S2VBatch(torch.zeros(batch_size, 3, 4, 8, 8), prompts, References(torch.zeros(batch_size, 3, 1), mask))
+    generator = torch.Generator().manual_seed(0)
+    dropout = sft.ConditionDropout(text=0.2, refs=0.3)
+    for _ in range(steps):
+        sft.sft_loss(Recorder(), batch, generator, TimestepConfig(), dropout)
+    text_dropped = torch.tensor([[p == "" for p in step_prompts] for step_prompts, _ in seen])
+    refs_dropped = torch.stack([~m.any(-1) for _, m in seen])
+    n = batch_size * steps
+    assert abs(text_dropped.float().mean() - 0.2) < 3 * (0.2 * 0.8 / n) ** 0.5 + 0.005
+    assert abs(refs_dropped.float().mean() - 0.3) < 3 * (0.3 * 0.7 / n) ** 0.5 + 0.005
+    both = (text_dropped & refs_dropped).float().mean()
+    assert abs(both - 0.06) < 0.015  # independent draws: 0.2 × 0.3
+    kept = torch.stack([m for _, m in seen])[~refs_dropped]
+    assert (kept == mask[0]).all()  # a kept set keeps exactly its real references (padding stays masked)
+    kept_prompts = [p for step_prompts, _ in seen for p in step_prompts if p]
+    assert set(kept_prompts) == set(prompts)
+    assert batch.prompts == prompts and (batch.refs.mask == mask).all()  # the cached batch is not modified
