@@ -133,3 +133,18 @@ def test_weighted_velocity_errors_are_a_weighted_mean_of_the_squared_error():
     torch.testing.assert_close(ones, plain)
     by_hand = (prediction - (noise - clean)).pow(2)[:, :, 0, :2, :2].flatten(1).mean(1)
     torch.testing.assert_close(masked, by_hand)
+
+
+def test_run_chain_plot_reads_runs_end_to_end(tmp_path):
+    from libragen.train.plots import plot_run_chain
+
+    for name, extra in (("first", {}), ("second", {"contrast_gap": 0.1})):
+        (tmp_path / name).mkdir()
+        lines = [json.dumps({"step": s, "loss": 1.0 / s, **extra}) for s in range(10, 60, 10)]
+        (tmp_path / name / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    png = plot_run_chain([tmp_path / "first", tmp_path / "second"], tmp_path / "chain.png")
+    assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "metrics.jsonl").write_text("")
+    with pytest.raises(ValueError, match="no records"):
+        plot_run_chain([tmp_path / "empty"], tmp_path / "x.png")
