@@ -1,0 +1,237 @@
+"""Tune-to-Balance on LibraWorld: the VGFM, the in-pair, cross-pair and mixed SFT LoRAs, and merges (issue #8's table).
+
+Every variant generates one video per held-out prompt of a meta file written by ``libragen eval world-meta``
+(unseen identities; each prompt's references are crops of the same subjects from *other* clips where there are
+any), from the same noise (seed = prompt index), and the evaluation suite reads them: subject consistency,
+copy-paste, dynamic degree, motion smoothness, text alignment (attribute probe), visual quality.
+
+Variants: ``vgfm`` (the base model, text only: no references, the plain caption), one per ``--lora NAME=PATH``
+(fused at weight 1), and ``merge@W`` for each ``--merge-weights`` W: ``libragen merge``'s peft combination of the
+``in`` LoRA at W and the ``cross`` LoRA at 1 - W (default ``cat``: exactly W·ΔW_in + (1 - W)·ΔW_cross).
+A variant whose report exists is not run again (rerun to resume).
+
+    python benchmarks/sft_balance.py --base runs/vgfm/final --meta meta/meta.jsonl \
+        --lora in=runs/sft_in/final --lora cross=runs/sft_cross/final --lora mixed=runs/sft_mixed/final \
+        --merge-weights 0.2 0.35 0.5 0.65 0.8 --n 60 --out docs/examples/sft_balance
+
+With ``--world`` (the LibraWorld folder the meta file describes) two more rows read the real clips and the real clips
+after a round trip through the base model's latents: the evaluation's ceiling and the latent space's.
+
+Writes ``<out>/<variant>/report.json`` (per video and summary), ``<out>/sft_balance.json``, ``sft_balance.md`` (the
+table) and ``sft_balance.png`` (each metric against the merge weight, single LoRAs as reference lines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from libragen.core.refs import prepare_reference
+from libragen.core.video import read_video, write_video
+from libragen.eval.probes import load_probes
+from libragen.eval.runner import _load_image, evaluate_folder
+from libragen.infer.sampler import TextCFG, sample, to_uint8_frames
+from libragen.models import load_backbone
+from libragen.models.backbone import Backbone
+from libragen.train.merge import MERGED, load_fused, merge_loras
+from libragen.train.sft import encode_reference_set, stack_reference_latents
+from libragen.world.caption import plain_caption
+
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import describe
+
+#: Report columns: summary key, label, whether higher is better.
+COLUMNS = [
+    ("consistency", "subject consistency", True),
+    ("copy_paste", "copy-paste", False),
+    ("dynamic_degree", "dynamic degree", True),
+    ("smoothness", "motion smoothness", True),
+    ("ta", "text alignment", True),
+    ("visual_quality", "visual quality", True),
+]
+
+
+def read_jobs(meta: Path, n: int) -> list[dict]:
+    """The first ``n`` meta lines (id, prompt, refs resolved against the meta file's folder)."""
+    jobs = []
+    for line in meta.read_text().splitlines()[:n]:
+        item = json.loads(line)
+        jobs.append({"id": item["id"], "prompt": item["prompt"], "refs": [str(meta.parent / r) for r in item["refs"]]})
+    return jobs
+
+
+def variant_backbone(name: str, base: str, loras: dict[str, str], method: str) -> Backbone:
+    """The base model, a LoRA fused at weight 1, or ``merge@W`` (in at W, cross at 1 - W) fused."""
+    if name == "vgfm":
+        return load_backbone(base)
+    if name.startswith("merge@"):
+        weight = float(name.split("@", 1)[1])
+        backbone = load_backbone(base)
+        merged = merge_loras(backbone, [(loras["in"], weight), (loras["cross"], 1.0 - weight)], method)
+        merged.merge_and_unload(adapter_names=[MERGED])
+        return backbone
+    return load_fused(base, loras[name])
+
+
+@torch.no_grad()
+def generate(backbone: Backbone, jobs: list[dict], with_refs: bool, steps: int, guidance: float, batch: int):
+    """One uint8 video per job (seed = job index). With references the model reads the Ref-tagged caption (the SFT
+    caption style), without them the plain caption it was pre-trained on."""
+    size = backbone.video_size[-1]
+    videos = []
+    for start in range(0, len(jobs), batch):
+        chunk = jobs[start : start + batch]
+        refs = None
+        if with_refs:
+            sets = []
+            for job in chunk:
+                images = np.stack([prepare_reference(_load_image(Path(r)), size=size) for r in job["refs"]])
+                tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+                sets.append(encode_reference_set(backbone, tensor))
+            refs = stack_reference_latents(backbone, sets)
+        prompts = [job["prompt"] if with_refs else plain_caption(job["prompt"]) for job in chunk]
+        out = sample(
+            backbone,
+            prompts,
+            refs=refs,
+            steps=steps,
+            guidance=TextCFG(guidance),
+            seed=list(range(start, start + len(chunk))),
+        )
+        videos += list(to_uint8_frames(out))
+        print(f"  {start + len(chunk)}/{len(jobs)} videos", file=sys.stderr, flush=True)
+    return videos
+
+
+def real_clips(jobs: list[dict], meta: Path, world: Path, backbone: Backbone | None) -> list[np.ndarray]:
+    """The held-out clips themselves, or (given the base ``backbone``) after a round trip through its latents: what
+    the evaluation reads at best, and what the model's latent space can show at best."""
+    lines = {json.loads(line)["id"]: json.loads(line) for line in meta.read_text().splitlines()}
+    videos = []
+    for job in jobs:
+        frames = read_video(world / lines[job["id"]]["video"])
+        if backbone is not None:
+            clip = torch.from_numpy(frames).permute(0, 3, 1, 2).float()[None] / 127.5 - 1
+            with torch.no_grad():
+                frames = to_uint8_frames(backbone.decode_video(backbone.encode_video(clip.to(backbone.device))))[0]
+        videos.append(frames)
+    return videos
+
+
+def run_variant(name: str, args: argparse.Namespace, jobs: list[dict], loras: dict[str, str], probes) -> dict:
+    folder = args.out / name
+    report_path = folder / "report.json"
+    if report_path.is_file():
+        return json.loads(report_path.read_text())
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    if name in ("real", "real through latents"):
+        backbone = load_backbone(args.base).eval()
+        videos = real_clips(jobs, args.meta, args.world, backbone if name != "real" else None)
+    else:
+        backbone = variant_backbone(name, args.base, loras, args.method).eval()
+        videos = generate(backbone, jobs, name != "vgfm", args.steps, args.guidance, args.batch)
+    seconds = time.perf_counter() - started
+    folder.mkdir(parents=True, exist_ok=True)
+    meta_lines = []
+    for job, video in zip(jobs, videos, strict=True):
+        write_video(folder / f"{job['id']}.mp4", video, backbone.fps)
+        meta_lines.append(json.dumps({"id": job["id"], "video": f"{job['id']}.mp4", **job}))
+    (folder / "meta.jsonl").write_text("\n".join(meta_lines) + "\n")
+    report = evaluate_folder(folder, folder / "meta.jsonl", probes)
+    report["generation_seconds"] = seconds
+    report_path.write_text(json.dumps(report, indent=2))
+    return report
+
+
+def table(summaries: dict[str, dict]) -> str:
+    lines = ["| variant | " + " | ".join(label for _, label, _ in COLUMNS) + " |"]
+    lines.append("|---" * (len(COLUMNS) + 1) + "|")
+    for name, summary in summaries.items():
+        cells = [f"{summary.get(key, float('nan')):.3f}" for key, _, _ in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(summaries: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    merges = sorted((float(n.split("@")[1]), n) for n in summaries if n.startswith("merge@"))
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
+    for ax, (key, label, higher) in zip(axes.flat, COLUMNS, strict=True):
+        if merges:
+            ax.plot([w for w, _ in merges], [summaries[n].get(key, np.nan) for _, n in merges], "o-", label="merge")
+        for name, colour, style in [
+            ("in", "C1", "--"),
+            ("cross", "C2", "--"),
+            ("mixed", "C3", ":"),
+            ("vgfm", "k", ":"),
+            ("real through latents", "C7", "-."),
+        ]:
+            if name in summaries:
+                ax.axhline(summaries[name].get(key, np.nan), color=colour, ls=style, label=name, lw=1.2)
+        ax.set_title(f"{label} ({'higher' if higher else 'lower'} is better)", fontsize=10)
+        ax.set_xlabel("in-pair weight of the merge (cross-pair = 1 - w)")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", required=True, help="the VGFM the LoRAs were trained on")
+    parser.add_argument("--meta", type=Path, required=True, help="meta.jsonl of `libragen eval world-meta`")
+    parser.add_argument("--lora", action="append", default=[], help="NAME=PATH (in, cross, mixed …); repeat")
+    parser.add_argument("--merge-weights", type=float, nargs="*", default=[], help="in-pair weights of the merges")
+    parser.add_argument("--method", default="cat", help="peft combination of the merges (cat: exact Σ wᵢ·ΔWᵢ)")
+    parser.add_argument("--world", type=Path, help="the meta file's LibraWorld folder: adds rows for its real clips")
+    parser.add_argument("--n", type=int, default=60, help="first N meta prompts")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=4.0, help="text CFG (references in both branches)")
+    parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    loras = dict(spec.split("=", 1) for spec in args.lora)
+    if args.merge_weights and not {"in", "cross"} <= loras.keys():
+        parser.error("--merge-weights needs --lora in=… and --lora cross=…")
+    jobs = read_jobs(args.meta, args.n)
+    probes = load_probes()
+    names = ["vgfm", *loras, *(f"merge@{w:g}" for w in args.merge_weights)]
+    if args.world:
+        names += ["real", "real through latents"]
+    summaries, seconds = {}, {}
+    for name in names:
+        print(f"{name}:", file=sys.stderr, flush=True)
+        report = run_variant(name, args, jobs, loras, probes)
+        summaries[name], seconds[name] = report["summary"], report.get("generation_seconds")
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "machine": describe(),
+        "command": " ".join(["python", *sys.argv]),
+        "prompts": len(jobs),
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "method": args.method,
+        "summaries": summaries,
+        "generation_seconds": seconds,
+    }
+    (args.out / "sft_balance.json").write_text(json.dumps(result, indent=2))
+    (args.out / "sft_balance.md").write_text(table(summaries) + "\n")
+    plot(summaries, args.out / "sft_balance.png")
+    print(table(summaries))
+
+
+if __name__ == "__main__":
+    main()
