@@ -32,19 +32,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from libragen.core.refs import prepare_reference
 from libragen.core.video import read_video, write_video
 from libragen.eval.probes import load_probes
-from libragen.eval.runner import _load_image, evaluate_folder
+from libragen.eval.runner import evaluate_folder
 from libragen.infer.sampler import TextCFG, sample, to_uint8_frames
 from libragen.models import load_backbone
 from libragen.models.backbone import Backbone
 from libragen.train.merge import MERGED, load_fused, merge_loras
-from libragen.train.sft import encode_reference_set, stack_reference_latents
+from libragen.train.sft import encode_reference_files, stack_reference_latents
 from libragen.world.caption import plain_caption
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe
+from vgfm_heldout import latent_round_trip
 
 #: Report columns: summary key, label, whether higher is better.
 COLUMNS = [
@@ -83,18 +83,12 @@ def variant_backbone(name: str, base: str, loras: dict[str, str], method: str) -
 def generate(backbone: Backbone, jobs: list[dict], with_refs: bool, steps: int, guidance: float, batch: int):
     """One uint8 video per job (seed = job index). With references the model reads the Ref-tagged caption (the SFT
     caption style), without them the plain caption it was pre-trained on."""
-    size = backbone.video_size[-1]
     videos = []
     for start in range(0, len(jobs), batch):
         chunk = jobs[start : start + batch]
         refs = None
         if with_refs:
-            sets = []
-            for job in chunk:
-                images = np.stack([prepare_reference(_load_image(Path(r)), size=size) for r in job["refs"]])
-                tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-                sets.append(encode_reference_set(backbone, tensor))
-            refs = stack_reference_latents(backbone, sets)
+            refs = stack_reference_latents(backbone, [encode_reference_files(backbone, job["refs"]) for job in chunk])
         prompts = [job["prompt"] if with_refs else plain_caption(job["prompt"]) for job in chunk]
         out = sample(
             backbone,
@@ -116,11 +110,7 @@ def real_clips(jobs: list[dict], meta: Path, world: Path, backbone: Backbone | N
     videos = []
     for job in jobs:
         frames = read_video(world / lines[job["id"]]["video"])
-        if backbone is not None:
-            clip = torch.from_numpy(frames).permute(0, 3, 1, 2).float()[None] / 127.5 - 1
-            with torch.no_grad():
-                frames = to_uint8_frames(backbone.decode_video(backbone.encode_video(clip.to(backbone.device))))[0]
-        videos.append(frames)
+        videos.append(frames if backbone is None else latent_round_trip(backbone, frames))
     return videos
 
 

@@ -21,23 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from libragen.core.refs import prepare_reference
 from libragen.core.video import read_video
-from libragen.eval.runner import _load_image
 from libragen.models import load_backbone
 from libragen.models.backbone import Backbone
 from libragen.train.flow import velocity_errors
 from libragen.train.merge import load_fused
-from libragen.train.sft import encode_reference_set, stack_reference_latents
+from libragen.train.sft import encode_reference_files, stack_reference_latents
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe, report
-
-
-def reference_latents(backbone: Backbone, paths: list[str]) -> torch.Tensor:
-    size = backbone.video_size[-1]
-    images = np.stack([prepare_reference(_load_image(Path(p)), size=size) for p in paths])
-    return encode_reference_set(backbone, torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0)
 
 
 @torch.no_grad()
@@ -46,7 +38,7 @@ def measure(backbone: Backbone, items: list[dict], world: Path, timesteps: list[
     clips = [read_video(world / item["video"], size=(width, height))[:frames] for item in items]
     video = torch.from_numpy(np.stack(clips)).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
     clean = backbone.encode_video(video.to(backbone.device))
-    own = [reference_latents(backbone, item["refs"]) for item in items]
+    own = [encode_reference_files(backbone, item["refs"]) for item in items]
     swapped = own[1:] + own[:1]
     text = backbone.encode_text([item["prompt"] for item in items])
     generator = torch.Generator().manual_seed(seed)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import torch
 import yaml
 from typer.testing import CliRunner
@@ -150,3 +151,23 @@ def test_text_and_reference_dropout_rates_are_observed_in_training_batches(monke
     kept_prompts = [p for step_prompts, _ in seen for p in step_prompts if p]
     assert set(kept_prompts) == set(prompts)
     assert batch.prompts == prompts and (batch.refs.mask == mask).all()  # the cached batch is not modified
+
+
+def test_reference_files_are_encoded_as_prepared_images(pairs_and_base, tmp_path):
+    from PIL import Image
+
+    from libragen.core.refs import prepare_reference
+    from libragen.train.sft import encode_reference_files, encode_reference_set
+
+    _, base = pairs_and_base
+    backbone = load_backbone(base)
+    rng = np.random.default_rng(0)
+    pictures = [rng.integers(0, 255, (40, 30, 3), dtype=np.uint8), rng.integers(0, 255, (20, 50, 3), dtype=np.uint8)]
+    paths = []
+    for k, picture in enumerate(pictures):
+        Image.fromarray(picture).save(tmp_path / f"ref{k}.png")
+        paths.append(tmp_path / f"ref{k}.png")
+    size = backbone.video_size[-1]
+    prepared = np.stack([prepare_reference(p, size=size) for p in pictures])
+    expected = encode_reference_set(backbone, torch.from_numpy(prepared).permute(0, 3, 1, 2).float() / 127.5 - 1)
+    assert torch.equal(encode_reference_files(backbone, paths), expected)

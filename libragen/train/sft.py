@@ -7,8 +7,10 @@ masked out (the backbone then attends to no reference), so batch shapes never ch
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from pydantic import Field
 
@@ -37,6 +39,17 @@ def encode_reference_set(backbone: Backbone, images: torch.Tensor) -> torch.Tens
     """One sample's reference images (R, 3, S, S) in [-1, 1] -> their latents (R, …) on the CPU (to cache)."""
     with torch.no_grad():
         return backbone.encode_references(images[None].to(backbone.device)).latents[0].cpu()
+
+
+def encode_reference_files(backbone: Backbone, paths: list[str | os.PathLike[str]]) -> torch.Tensor:
+    """One sample's reference image files -> their latents (R, …) on the CPU, each prepared (resized, white-padded)
+    the way training and ``libragen generate`` prepare references."""
+    from libragen.core.refs import prepare_reference
+    from libragen.infer.pipeline import load_image
+
+    size = backbone.video_size[-1]
+    images = np.stack([prepare_reference(load_image(path), size=size) for path in paths])
+    return encode_reference_set(backbone, torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0)
 
 
 def stack_reference_latents(backbone: Backbone, sets: list[torch.Tensor]) -> References:
