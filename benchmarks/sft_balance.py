@@ -166,6 +166,7 @@ def plot(summaries: dict[str, dict], path: Path) -> None:
             ("mixed", "C3", ":"),
             ("vgfm", "k", ":"),
             ("real through latents", "C7", "-."),
+            ("real", "C5", "-"),
         ]:
             if name in summaries:
                 ax.axhline(summaries[name].get(key, np.nan), color=colour, ls=style, label=name, lw=1.2)
