@@ -58,11 +58,13 @@ COLUMNS = [
 
 
 def read_jobs(meta: Path, n: int) -> list[dict]:
-    """The first ``n`` meta lines (id, prompt, refs resolved against the meta file's folder)."""
+    """The first ``n`` meta lines: id, prompt, refs (resolved against the meta file's folder) and the real clip
+    (relative to the LibraWorld folder the meta file describes)."""
     jobs = []
     for line in meta.read_text().splitlines()[:n]:
         item = json.loads(line)
-        jobs.append({"id": item["id"], "prompt": item["prompt"], "refs": [str(meta.parent / r) for r in item["refs"]]})
+        refs = [str(meta.parent / r) for r in item["refs"]]
+        jobs.append({"id": item["id"], "prompt": item["prompt"], "refs": refs, "real": item["video"]})
     return jobs
 
 
@@ -103,15 +105,11 @@ def generate(backbone: Backbone, jobs: list[dict], with_refs: bool, steps: int, 
     return videos
 
 
-def real_clips(jobs: list[dict], meta: Path, world: Path, backbone: Backbone | None) -> list[np.ndarray]:
+def real_clips(jobs: list[dict], world: Path, backbone: Backbone | None) -> list[np.ndarray]:
     """The held-out clips themselves, or (given the base ``backbone``) after a round trip through its latents: what
     the evaluation reads at best, and what the model's latent space can show at best."""
-    lines = {json.loads(line)["id"]: json.loads(line) for line in meta.read_text().splitlines()}
-    videos = []
-    for job in jobs:
-        frames = read_video(world / lines[job["id"]]["video"])
-        videos.append(frames if backbone is None else latent_round_trip(backbone, frames))
-    return videos
+    clips = (read_video(world / job["real"]) for job in jobs)
+    return [frames if backbone is None else latent_round_trip(backbone, frames) for frames in clips]
 
 
 def run_variant(name: str, args: argparse.Namespace, jobs: list[dict], loras: dict[str, str], probes) -> dict:
@@ -123,7 +121,7 @@ def run_variant(name: str, args: argparse.Namespace, jobs: list[dict], loras: di
     started = time.perf_counter()
     if name in ("real", "real through latents"):
         backbone = load_backbone(args.base).eval()
-        videos = real_clips(jobs, args.meta, args.world, backbone if name != "real" else None)
+        videos = real_clips(jobs, args.world, backbone if name != "real" else None)
     else:
         backbone = variant_backbone(name, args.base, loras, args.method).eval()
         videos = generate(backbone, jobs, name != "vgfm", args.steps, args.guidance, args.batch)
@@ -132,7 +130,9 @@ def run_variant(name: str, args: argparse.Namespace, jobs: list[dict], loras: di
     meta_lines = []
     for job, video in zip(jobs, videos, strict=True):
         write_video(folder / f"{job['id']}.mp4", video, backbone.fps)
-        meta_lines.append(json.dumps({"id": job["id"], "video": f"{job['id']}.mp4", **job}))
+        meta_lines.append(
+            json.dumps({"id": job["id"], "video": f"{job['id']}.mp4", "prompt": job["prompt"], "refs": job["refs"]})
+        )
     (folder / "meta.jsonl").write_text("\n".join(meta_lines) + "\n")
     report = evaluate_folder(folder, folder / "meta.jsonl", probes)
     report["generation_seconds"] = seconds

@@ -12,14 +12,13 @@ to the left than the "right" one from the same seed, and the "upward" video more
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
+from libragen.eval.motion import moving_flow
 from libragen.infer.sampler import TextCFG, sample, to_uint8_frames
 from libragen.models import load_backbone
 from libragen.world.identity import COLOUR_NAMES, SHAPES
@@ -29,17 +28,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe, report
 
 DIRECTIONS = {"left": "to the left", "right": "to the right", "up": "upward", "down": "downward"}
-
-
-def moving_flow(frames: np.ndarray) -> tuple[float, float]:
-    """Mean (x, y) optical flow over the pixels whose flow magnitude is in the top 10 % of the clip."""
-    grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-    flow = np.stack(
-        [cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 9, 3, 5, 1.1, 0) for a, b in itertools.pairwise(grey)]
-    )
-    magnitude = np.linalg.norm(flow, axis=-1)
-    moving = magnitude > np.percentile(magnitude, 90)
-    return float(flow[..., 0][moving].mean()), float(flow[..., 1][moving].mean())
 
 
 def main() -> None:

@@ -30,6 +30,15 @@ def optical_flow(frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
     return cv2.calcOpticalFlowFarneback(_grey(frame_a), _grey(frame_b), None, **_FARNEBACK)
 
 
+def moving_flow(frames: np.ndarray) -> tuple[float, float]:
+    """Mean (x, y) flow in px/frame over the pixels whose flow magnitude is in the top 10 % of the clip: which way
+    the things that move go (the direction-word checks read it)."""
+    flow = np.stack([optical_flow(a, b) for a, b in pairwise(frames)])
+    magnitude = np.linalg.norm(flow, axis=-1)
+    moving = magnitude > np.percentile(magnitude, 90)
+    return float(flow[..., 0][moving].mean()), float(flow[..., 1][moving].mean())
+
+
 def _check(frames: np.ndarray) -> np.ndarray:
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
