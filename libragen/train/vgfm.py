@@ -26,6 +26,7 @@ from libragen.core.progress import progress_bar
 from libragen.core.video import read_video
 from libragen.infer.sampler import TextCFG, sample, to_uint8_frames
 from libragen.models.backbone import Backbone
+from libragen.models.grow import grow_backbone, is_grown_from
 from libragen.models.libraworld import LibraWorldBackbone, LibraWorldBackboneConfig
 from libragen.train.contrast import WordContrastConfig, word_contrast_loss
 from libragen.train.flow import TimestepConfig, draw_timesteps_and_noise, velocity_errors
@@ -190,13 +191,22 @@ def export_checkpoint(
 
 
 def initial_backbone(config: VGFMConfig) -> LibraWorldBackbone:
-    """A fresh backbone, or the weights of ``config.init_from`` when the run continues a saved model."""
+    """A fresh backbone, or the weights of ``config.init_from`` when the run continues a saved model.
+
+    A saved model at a coarser latent whose grown config (:func:`libragen.models.grow.grown_config`) is this
+    run's backbone is grown to it: same transformer, wider patches.
+    """
     backbone = LibraWorldBackbone(config.backbone)
     if config.init_from is None:
         return backbone
     saved = LibraWorldBackbone.load(config.init_from)
+    if is_grown_from(saved.config, config.backbone):
+        saved = grow_backbone(saved, config.backbone.latent_downsample)
     if saved.config.model_dump() != config.backbone.model_dump():
-        raise ValueError(f"{config.init_from}: its backbone config differs from this run's `backbone`")
+        raise ValueError(
+            f"{config.init_from}: its backbone config differs from this run's `backbone` "
+            "(and is not the same model at a coarser latent)"
+        )
     backbone.trainable.load_state_dict(saved.trainable.state_dict())
     return backbone
 
