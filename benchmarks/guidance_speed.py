@@ -1,7 +1,7 @@
 """Sampling wall time: time-dependent three-branch CFG (batched, skipping) vs static three-pass and two-pass CFG.
 
-One process, one backbone (the VGFM architecture of configs/vgfm.yaml, random weights: speed does not depend on
-training), the same prompts, references, noise and steps for every variant; variants run in turns, repeated, and
+One process, one backbone (``--model``, default the shipped VGFM; speed does not depend on the weights), the same
+prompts, references, noise and steps for every variant; variants run in turns, repeated, and
 the median wall time of each is compared (issue #10's speed targets: ≤ 0.8× the static three-pass loop, ≤ 1.1×
 ordinary two-pass CFG).
 
@@ -11,7 +11,7 @@ ordinary two-pass CFG).
 
 Also checks that the batched sampler equals the naive loop when nothing is skipped.
 
-    python benchmarks/guidance_speed.py --steps 20 --repeats 5
+    python benchmarks/guidance_speed.py --steps 20 --repeats 5 [--model DIR] [--ref-scale S] [--text-scale S]
 """
 
 from __future__ import annotations
@@ -28,11 +28,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe
 
-from libragen.core.config import load_config
 from libragen.infer.guidance import DynamicCFG, parse_schedule
 from libragen.infer.sampler import TextCFG, sample
-from libragen.models.libraworld import LibraWorldBackbone
-from libragen.train.vgfm import VGFMConfig
+from libragen.models import SHIPPED_VGFM, load_backbone
 
 PROMPTS = [
     "Ref 1[a red round creature] hops quickly to the left on a brick wall.",
@@ -47,14 +45,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--ref-scale", default="interval:3:0.6:1", help="dynamic: reference schedule")
-    parser.add_argument("--text-scale", default="5", help="dynamic: text schedule")
+    parser.add_argument("--text-scale", default="5", help="dynamic: text schedule (two-pass CFG: its value at t=1)")
+    parser.add_argument("--model", default=str(SHIPPED_VGFM), help="saved backbone folder")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/guidance_speed"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    backbone = LibraWorldBackbone(load_config(VGFMConfig, "configs/vgfm.yaml").backbone).eval()
-    refs_images = torch.rand(len(PROMPTS), 2, 3, 64, 64) * 2 - 1
+    backbone = load_backbone(args.model).eval()
+    size = backbone.video_size[-1]
+    refs_images = torch.rand(len(PROMPTS), 2, 3, size, size) * 2 - 1
     mask = torch.tensor([[True, False], [True, False], [True, True], [True, False]])
     refs = backbone.encode_references(refs_images, mask)
     noise = torch.randn(len(PROMPTS), *backbone.latent_shape, generator=torch.Generator().manual_seed(1))
@@ -83,6 +83,8 @@ def main() -> None:
     result = {
         "machine": describe(),
         "threads": args.threads,
+        "model": args.model,
+        "command": " ".join(["python", *sys.argv]),
         "steps": args.steps,
         "videos": len(PROMPTS),
         "dynamic_schedules": {"ref": args.ref_scale, "text": args.text_scale},
