@@ -35,7 +35,7 @@ import torch
 from libragen.core.video import read_video, write_video
 from libragen.eval.probes import load_probes
 from libragen.eval.runner import evaluate_folder
-from libragen.infer.sampler import TextCFG, sample, to_uint8_frames
+from libragen.infer.sampler import Guidance, TextCFG, sample, to_uint8_frames
 from libragen.models import load_backbone
 from libragen.models.backbone import Backbone
 from libragen.train.merge import MERGED, load_fused, merge_loras
@@ -82,7 +82,7 @@ def variant_backbone(name: str, base: str, loras: dict[str, str], method: str) -
 
 
 @torch.no_grad()
-def generate(backbone: Backbone, jobs: list[dict], with_refs: bool, steps: int, guidance: float, batch: int):
+def generate(backbone: Backbone, jobs: list[dict], with_refs: bool, steps: int, guidance: Guidance, batch: int):
     """One uint8 video per job (seed = job index). With references the model reads the Ref-tagged caption (the SFT
     caption style), without them the plain caption it was pre-trained on."""
     videos = []
@@ -97,7 +97,7 @@ def generate(backbone: Backbone, jobs: list[dict], with_refs: bool, steps: int, 
             prompts,
             refs=refs,
             steps=steps,
-            guidance=TextCFG(guidance),
+            guidance=guidance,
             seed=list(range(start, start + len(chunk))),
         )
         videos += list(to_uint8_frames(out))
@@ -124,19 +124,25 @@ def run_variant(name: str, args: argparse.Namespace, jobs: list[dict], loras: di
         videos = real_clips(jobs, args.world, backbone if name != "real" else None)
     else:
         backbone = variant_backbone(name, args.base, loras, args.method).eval()
-        videos = generate(backbone, jobs, name != "vgfm", args.steps, args.guidance, args.batch)
-    seconds = time.perf_counter() - started
+        videos = generate(backbone, jobs, name != "vgfm", args.steps, TextCFG(args.guidance), args.batch)
+    return write_and_evaluate(folder, jobs, videos, backbone.fps, probes, time.perf_counter() - started)
+
+
+def write_and_evaluate(
+    folder: Path, jobs: list[dict], videos: list[np.ndarray], fps: float, probes, seconds: float
+) -> dict:
+    """Write one mp4 per job and a meta file into ``folder``, run the evaluation suite, save ``report.json``."""
     folder.mkdir(parents=True, exist_ok=True)
     meta_lines = []
     for job, video in zip(jobs, videos, strict=True):
-        write_video(folder / f"{job['id']}.mp4", video, backbone.fps)
+        write_video(folder / f"{job['id']}.mp4", video, fps)
         meta_lines.append(
             json.dumps({"id": job["id"], "video": f"{job['id']}.mp4", "prompt": job["prompt"], "refs": job["refs"]})
         )
     (folder / "meta.jsonl").write_text("\n".join(meta_lines) + "\n")
     report = evaluate_folder(folder, folder / "meta.jsonl", probes)
     report["generation_seconds"] = seconds
-    report_path.write_text(json.dumps(report, indent=2))
+    (folder / "report.json").write_text(json.dumps(report, indent=2))
     return report
 
 

@@ -7,7 +7,12 @@ transformer weight, and makes each token cover k x k times more latent pixels (k
 
 * ``patch_in``: the new input weights are the old ones spread over each k x k block and divided by k², so
   the new model reads a fine token exactly as the old one read its pooled version;
-* ``patch_out``: each old output value is copied to the k x k fine pixels it covers (nearest upsampling).
+* ``patch_out``: each old output value is copied to the k x k fine pixels it covers (nearest upsampling);
+* when a grown token carries more values than the transformer's width, the output head (rank <= width) cannot
+  reach every direction of a token, and those directions would keep their noise (on LibraWorld the 32 of 192 it
+  would miss hold 0.06 % of the data's variance, so a clean sample must be ~0 there, yet the EDM skip connection
+  leaves them at std 0.5). Growing then adds ``transformer.skip_projection`` (zero at first): a full-rank map per
+  token that the skip connection subtracts, so training can drop those directions.
 
 Every backbone output is linear in the patch_out values and the noisy latent (x-, v- and EDM-preconditioned
 forms alike), so right after growing, the fine model's prediction, average-pooled k x k, equals the coarse
@@ -29,7 +34,12 @@ def grown_config(config: LibraWorldBackboneConfig, latent_downsample: int) -> Li
         raise ValueError(f"can only grow to a finer latent that divides {old}, got {latent_downsample}")
     k = old // latent_downsample
     pt, ph, pw = config.patch
-    return config.model_copy(update={"latent_downsample": latent_downsample, "patch": (pt, ph * k, pw * k)})
+    values = 3 * pt * ph * pw * k * k  # per token after growing
+    transformer = config.transformer.model_copy(
+        update={"skip_projection": config.transformer.skip_projection or values > config.transformer.dim}
+    )
+    update = {"latent_downsample": latent_downsample, "patch": (pt, ph * k, pw * k), "transformer": transformer}
+    return config.model_copy(update=update)
 
 
 def is_grown_from(coarse: LibraWorldBackboneConfig, fine: LibraWorldBackboneConfig) -> bool:
@@ -60,5 +70,9 @@ def grow_backbone(coarse: LibraWorldBackbone, latent_downsample: int) -> LibraWo
     state["patch_in.weight"] = spread(state["patch_in.weight"], 1) / k**2
     state["patch_out.weight"] = spread(state["patch_out.weight"], 0)
     state["patch_out.bias"] = spread(state["patch_out.bias"], 0)
+    if "skip_projection.weight" in state:  # read the pooled token, copy the result to each k x k block
+        state["skip_projection.weight"] = spread(spread(state["skip_projection.weight"], 0), 1) / k**2
+    elif fine.transformer.skip_projection is not None:
+        state["skip_projection.weight"] = fine.transformer.skip_projection.weight.detach().clone()  # zeros
     fine.transformer.load_state_dict(state)
     return fine

@@ -64,6 +64,8 @@ class LibraWorldBackboneConfig(StrictModel):
             raise ValueError(f"patch {self.patch} must divide the latent's frames/height/width/ref_size")
         if self.decoder == "learned" and f == 1:
             raise ValueError("a learned decoder needs pooled latents (latent_downsample >= 2)")
+        if self.transformer.skip_projection and self.prediction != "preconditioned":
+            raise ValueError("transformer.skip_projection is part of the preconditioned output")
 
 
 class LibraWorldBackbone(Backbone):
@@ -191,8 +193,9 @@ class LibraWorldBackbone(Backbone):
         ref_patches = key_mask = None
         if refs is not None and cache is None:
             ref_patches, key_mask = self._ref_patches(refs)
+        patches = self.patchify(latents)
         out = self.transformer(
-            self.patchify(latents),
+            patches,
             timestep,
             text.tokens,
             text.mask,
@@ -206,7 +209,11 @@ class LibraWorldBackbone(Backbone):
         if self.config.prediction == "v":
             return out
         if self.config.prediction == "preconditioned":
-            return preconditioned_velocity(latents, timestep, out, self.config.sigma_data)
+            velocity = preconditioned_velocity(latents, timestep, out, self.config.sigma_data)
+            if self.transformer.skip_projection is not None:
+                removed = self.unpatchify(self.transformer.skip_projection(patches), tuple(latents.shape))
+                velocity = velocity + skip_removal_velocity(timestep, removed, self.config)
+            return velocity
         t = time_like(timestep.clamp(min=self.config.x_pred_min_t), latents)
         return (latents - out) / t  # x_t = (1 - t) x0 + t eps  =>  v = eps - x0 = (x_t - x0) / t
 
@@ -277,6 +284,21 @@ def preconditioned_velocity(
     s2 = sigma_data**2
     d = (1 - t) ** 2 * s2 + t**2
     return (t - (1 - t) * s2) / d * latents - sigma_data / d.sqrt() * output
+
+
+def skip_removal_velocity(
+    timestep: torch.Tensor, removed: torch.Tensor, config: LibraWorldBackboneConfig
+) -> torch.Tensor:
+    """Velocity change when the skip connection reads x_t − P x_t instead of x_t (``transformer.skip_projection``).
+
+    x0 = c_skip (x_t − P x_t) + c_out F, so v = (x_t − x0) / t gains c_skip P x_t / t. P is learned per token (full
+    rank): it can drop the directions of a token the rank-limited output head cannot denoise (where real data have
+    almost no variance, so x_t there is noise). t is clamped at ``x_pred_min_t`` (the term has a 1/t).
+    """
+    t = time_like(timestep, removed).clamp(min=config.x_pred_min_t)
+    s2 = config.sigma_data**2
+    c_skip = (1 - t) * s2 / ((1 - t) ** 2 * s2 + t**2)
+    return c_skip / t * removed
 
 
 class _PixelRefCache:

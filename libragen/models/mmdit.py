@@ -51,6 +51,10 @@ class MMDiTConfig(StrictModel):
     # path is blind to it; a pooling head can pick the word out, and a text-dependent adaLN shift before the
     # RoPE'd q/k is a relative-position attention bias, i.e. "look one token to the right in the previous frame".
     text_attention_pool: int = Field(0, ge=0)
+    # A full-rank linear map from each video token's input values to its output values, for backbones whose tokens
+    # carry more values than the width (the output head has rank <= dim, so some directions of every token could
+    # never be denoised). The transformer only owns it; the backbone's preconditioning uses it (libraworld.py).
+    skip_projection: bool = False
 
     def to_dict(self) -> dict:
         """Plain-dict view, the form libraries that read ``model.config`` expect (peft's merging does)."""
@@ -243,6 +247,10 @@ class MMDiT(nn.Module):
         for layer in (self.out_modulation, self.patch_out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        self.skip_projection = None
+        if config.skip_projection:
+            self.skip_projection = nn.Linear(config.in_dim, config.out_dim, bias=False)
+            nn.init.zeros_(self.skip_projection.weight)  # starts as no change to the skip connection
 
     @property
     def head_dim(self) -> int:

@@ -1,0 +1,123 @@
+"""Guidance schedules on a LibraWorld S2V model: subject consistency, text alignment and forwards per step (issue #10).
+
+Every variant generates one video per held-out prompt of a meta file written by ``libragen eval world-meta`` (unseen
+identities; references cropped from the same subjects' *other* clips where there are any) from the same noise (seed =
+prompt index), and the evaluation suite reads them, as in ``sft_balance.py``. A variant is ``NAME=REF/TEXT``:
+
+* ``REF`` and ``TEXT`` are schedules as ``libragen generate --ref-scale/--text-scale`` read them ("3",
+  "interval:3:0.8:1", "linear:4:2", "0:7.5,0.6:5,1:3"): the three-branch guidance
+  v = v(∅,∅) + s_ref(t)·[v(∅,R) − v(∅,∅)] + s_txt(t)·[v(T,R) − v(∅,R)], branches with weight 0 skipped;
+* ``REF`` = ``cfg``: ordinary two-pass text CFG with the references in both branches (scale ``TEXT``, a number).
+
+"rows per step" is the number of branch rows the sampler evaluates per step on average (each row costs about one
+forward on a compute-bound machine): 3 for static three-branch guidance, 2 for text CFG.
+
+    python benchmarks/guidance_quality.py --model runs/vgfm/final --lora runs/sft/merged --meta meta/meta.jsonl \
+        --variant cfg=cfg/4 --variant static=3/4 --variant dynamic=interval:3:0.8:1/4 --n 60 --out docs/examples/g
+
+Writes ``<out>/<variant>/report.json``, ``<out>/guidance_quality.json`` and ``guidance_quality.md``; a variant whose
+report exists is not run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import describe
+from sft_balance import COLUMNS, generate, read_jobs, write_and_evaluate
+
+from libragen.eval.probes import load_probes
+from libragen.infer.guidance import DynamicCFG, parse_schedule
+from libragen.infer.sampler import Guidance, TextCFG
+from libragen.models.backbone import Backbone
+from libragen.train.merge import load_fused
+
+
+def parse_variant(spec: str) -> tuple[str, Guidance]:
+    """``NAME=REF/TEXT`` -> (name, guidance); see the module docstring."""
+    name, sep, schedules = spec.partition("=")
+    ref, slash, text = schedules.rpartition("/")
+    if not sep or not slash or not name:
+        raise ValueError(f"{spec!r}: a variant is NAME=REF/TEXT, e.g. dynamic=interval:3:0.8:1/4 or cfg=cfg/4")
+    if ref == "cfg":
+        return name, TextCFG(float(text))
+    return name, DynamicCFG(parse_schedule(ref), parse_schedule(text))
+
+
+def rows_per_step(guidance: Guidance, backbone: Backbone, steps: int) -> float:
+    """Mean number of branches the sampler evaluates per step (the sampler's own timesteps)."""
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=backbone.sampling_shift)
+    scheduler.set_timesteps(steps)
+    sigmas = scheduler.sigmas[:steps].tolist()
+    return sum(len(guidance.branches_at(t)) for t in sigmas) / steps
+
+
+def table(rows: dict[str, dict]) -> str:
+    lines = ["| variant | schedules | rows per step | " + " | ".join(label for _, label, _ in COLUMNS) + " |"]
+    lines.append("|---" * (len(COLUMNS) + 3) + "|")
+    for name, row in rows.items():
+        cells = [f"{row['summary'].get(key, float('nan')):.3f}" for key, _, _ in COLUMNS]
+        lines.append(f"| {name} | {row['spec']} | {row['rows_per_step']:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="saved backbone folder")
+    parser.add_argument("--lora", help="LoRA folder fused at weight 1 (e.g. the merged SFT LoRA)")
+    parser.add_argument("--meta", type=Path, required=True, help="meta.jsonl of `libragen eval world-meta`")
+    parser.add_argument("--variant", action="append", required=True, help="NAME=REF/TEXT; repeat")
+    parser.add_argument("--n", type=int, default=60, help="first N meta prompts")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    try:
+        variants = dict(parse_variant(spec) for spec in args.variant)
+    except ValueError as error:
+        parser.error(str(error))
+    torch.set_num_threads(args.threads)
+    jobs = read_jobs(args.meta, args.n)
+    probes = load_probes()
+    backbone = load_fused(args.model, args.lora).eval()
+    rows = {}
+    for spec, (name, guidance) in zip(args.variant, variants.items(), strict=True):
+        folder = args.out / name
+        print(f"{name}:", file=sys.stderr, flush=True)
+        if (folder / "report.json").is_file():
+            report = json.loads((folder / "report.json").read_text())
+        else:
+            torch.manual_seed(0)
+            started = time.perf_counter()
+            videos = generate(backbone, jobs, True, args.steps, guidance, args.batch)
+            report = write_and_evaluate(folder, jobs, videos, backbone.fps, probes, time.perf_counter() - started)
+        rows[name] = {
+            "spec": spec.partition("=")[2],
+            "rows_per_step": rows_per_step(guidance, backbone, args.steps),
+            "summary": report["summary"],
+            "generation_seconds": report.get("generation_seconds"),
+        }
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "machine": describe(),
+        "command": " ".join(["python", *sys.argv]),
+        "prompts": len(jobs),
+        "steps": args.steps,
+        "rows": rows,
+    }
+    (args.out / "guidance_quality.json").write_text(json.dumps(result, indent=2))
+    (args.out / "guidance_quality.md").write_text(table(rows) + "\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
