@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -175,3 +176,26 @@ def test_jsonl_jobs_are_checked_first_resume_and_report_failures(model, tmp_path
     assert "line 2:" in message and "line 3: no such image" in message and "line 4: unknown field(s) colour" in message
     both = runner.invoke(app, [*args, "--prompt", "x"])
     assert both.exit_code == 2 and "not both or neither" in flat(both.output)
+
+
+def test_generate_fuses_a_lora_folder(model, tmp_path):
+    """``--lora`` / ``from_pretrained(lora=…)``: the base with the LoRA baked in; a non-LoRA folder is exit 2."""
+    import json
+
+    from libragen.train.merge import load_fused
+    from tests.test_merge import make_lora
+
+    make_lora(tmp_path / "lora", seed=3)
+    fused = LibraGenPipeline.from_pretrained(model, device="cpu", lora=tmp_path / "lora")
+    expected = load_fused(model, tmp_path / "lora").trainable.state_dict()
+    plain = LibraGenPipeline.from_pretrained(model, device="cpu").backbone.trainable.state_dict()
+    weights = fused.backbone.trainable.state_dict()
+    assert weights.keys() == expected.keys()
+    assert all(torch.equal(weights[k], expected[k]) for k in weights)
+    assert any(not torch.equal(weights[k], plain[k]) for k in weights)
+    args = ["generate", "--model", str(model), "--steps", "1", "--rephrase", "none", "--prompt", "a red star"]
+    result = runner.invoke(app, [*args, "--lora", str(tmp_path / "lora"), "--out", str(tmp_path / "v")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "v" / "video000.json").read_text())["lora"] == str(tmp_path / "lora")
+    bad = runner.invoke(app, [*args, "--lora", str(tmp_path), "--out", str(tmp_path / "w")])
+    assert bad.exit_code == 2 and "not a LoRA folder" in flat(bad.output)

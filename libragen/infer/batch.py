@@ -104,6 +104,7 @@ def run_jobs(
     settings: dict[str, Any],
     console: Console | None = None,
     resume: bool = True,
+    lora: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
     """Run this process's share of ``jobs`` into ``out``; returns the mp4s written now.
 
@@ -130,7 +131,7 @@ def run_jobs(
         return []
     if device == "auto" and state.num_processes > 1:
         device = str(state.device)
-    pipeline = LibraGenPipeline.from_pretrained(model, device=device)
+    pipeline = LibraGenPipeline.from_pretrained(model, device=device, lora=lora)
     written, failures = [], []
     with progress_bar("generate", console) as progress:
         task = progress.add_task("", total=len(todo))
@@ -159,6 +160,7 @@ def run_jobs(
                     "final_prompt": result.prompts[0],
                     "rephrased": result.rephrased[0].to_dict() if result.rephrased else None,
                     "model": str(model) if model else "shipped",
+                    "lora": str(lora) if lora else None,
                     "video": video.name,
                 }
                 | settings

@@ -22,7 +22,13 @@ def generate(
         ),
     ] = None,
     model: Annotated[
-        Path | None, typer.Option(help="saved backbone folder (default: the shipped LibraWorld VGFM, once one ships)")
+        Path | None,
+        typer.Option(
+            help="saved backbone folder (default: the shipped LibraWorld VGFM + its S2V LoRA, once one ships)"
+        ),
+    ] = None,
+    lora: Annotated[
+        Path | None, typer.Option(help="LoRA folder (libragen train sft / merge) fused into --model at weight 1")
     ] = None,
     ref: Annotated[
         list[Path] | None, typer.Option("--ref", help="reference image (1-4), used for every prompt")
@@ -88,7 +94,9 @@ def generate(
         except (ValueError, FileNotFoundError) as error:
             raise typer.BadParameter(str(error), param_hint="--rephrase/--captions") from None
         settings = dict(guidance_scale=guidance, ref_scale=ref_scale, text_scale=text_scale)
-        run_jobs(todo, out, model, device, rephraser, settings, console, resume=jobs is not None)
+        if lora is not None and not (lora / "lora.safetensors").is_file():
+            raise typer.BadParameter(f"{lora}: not a LoRA folder (no lora.safetensors)", param_hint="--lora")
+        run_jobs(todo, out, model, device, rephraser, settings, console, resume=jobs is not None, lora=lora)
     except (InvalidInput, JobError, RephraseError) as error:
         raise typer.BadParameter(str(error)) from None
 

@@ -74,13 +74,25 @@ class LibraGenPipeline:
         self.backbone = backbone.eval()
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str] | None = None, device: str = "auto") -> LibraGenPipeline:
-        """A saved backbone folder or a local diffusers Wan folder (default: the shipped LibraWorld VGFM)."""
-        from libragen.models import SHIPPED_VGFM, load_backbone
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        device: str = "auto",
+        lora: str | os.PathLike[str] | None = None,
+    ) -> LibraGenPipeline:
+        """A saved backbone folder or a local diffusers Wan folder, with ``lora`` (a LoRA folder) fused at weight 1.
+
+        Default: the shipped LibraWorld VGFM with the shipped subject-to-video LoRA, when one ships.
+        """
+        from libragen.models import SHIPPED_S2V_LORA, SHIPPED_VGFM, load_backbone
+        from libragen.train.merge import fuse_lora
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        return cls(load_backbone(path or SHIPPED_VGFM, device=device))
+        if path is None and lora is None and (SHIPPED_S2V_LORA / "lora.safetensors").is_file():
+            lora = SHIPPED_S2V_LORA
+        backbone = load_backbone(path or SHIPPED_VGFM, device=device)
+        return cls(fuse_lora(backbone, lora) if lora is not None else backbone)
 
     def prepare_references(self, images: Sequence[ImageLike], orders: Sequence[Sequence[int]]) -> References:
         """The references of each video, the images in ``orders[k]`` order for video k."""

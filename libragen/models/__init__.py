@@ -11,10 +11,12 @@ from pathlib import Path
 
 from libragen.models.backbone import Backbone, References, TextBatch
 
-__all__ = ["SHIPPED_VGFM", "Backbone", "References", "TextBatch", "load_backbone"]
+__all__ = ["SHIPPED_S2V_LORA", "SHIPPED_VGFM", "Backbone", "References", "TextBatch", "load_backbone"]
 
 #: The LibraWorld VGFM checkpoint shipped in the repository (see its README.md).
 SHIPPED_VGFM = Path(__file__).parent / "weights" / "vgfm"
+#: The subject-to-video LoRA shipped for it (the merged SFT LoRA; fused when no model is named).
+SHIPPED_S2V_LORA = Path(__file__).parent / "weights" / "s2v_lora"
 
 
 def load_backbone(path: str | os.PathLike[str], device: str = "cpu") -> Backbone:

@@ -125,6 +125,10 @@ def load_fused(model: str | os.PathLike[str], lora: str | os.PathLike[str] | Non
     from libragen.models import load_backbone
 
     backbone = load_backbone(model)
-    if lora is not None:
-        merge_loras(backbone, [(lora, 1.0)], "cat").merge_and_unload(adapter_names=[MERGED])
+    return fuse_lora(backbone, lora) if lora is not None else backbone
+
+
+def fuse_lora(backbone: Backbone, lora: str | os.PathLike[str]) -> Backbone:
+    """``backbone`` with the LoRA folder ``lora`` baked into its weights at weight 1 (in place; returned)."""
+    merge_loras(backbone, [(lora, 1.0)], "cat").merge_and_unload(adapter_names=[MERGED])
     return backbone
