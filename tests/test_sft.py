@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -58,6 +59,32 @@ def test_pair_bank_draws_the_asked_mixture_and_caches_latents(pairs_and_base):
     assert len(bank._cache) == len(set(draws[:3]))
     only_in = PairBank(SFTDataConfig(pairs=[str(pairs)], use="in"), backbone)
     assert not only_in.is_cross.any()
+
+
+def test_generic_ref_tags_reach_the_asked_share_of_training_prompts(pairs_and_base, monkeypatch):
+    """``generic_ref_share``: that share of the prompts sft_loss gets read "Ref k[a creature]"; the rest as built."""
+    import libragen.train.sft_trainer as trainer
+    from libragen.train.sft_trainer import SFTConfig, generic_ref_tags, sft_objective
+
+    assert generic_ref_tags("Ref 1[a red round creature] hops and Ref 2[a blue star] spins on snow.", "a creature") == (
+        "Ref 1[a creature] hops and Ref 2[a creature] spins on snow."
+    )
+    pairs, base = pairs_and_base
+    backbone = load_backbone(base)
+    config = SFTConfig.model_validate(
+        {"data": {"pairs": [str(pairs)], "use": "in", "generic_ref_share": 0.3}, "batch_size": 50}
+    )
+    seen: list[str] = []
+    monkeypatch.setattr(trainer, "sft_loss", lambda backbone, batch, *rest: seen.extend(batch.prompts))
+    objective = sft_objective(PairBank(config.data, backbone), config)
+    generator = torch.Generator().manual_seed(0)
+    for step in range(8):
+        objective(backbone, step, generator)
+    tags = [re.findall(r"Ref \d+\[([^\]]*)\]", p) for p in seen]
+    generic = [t for t in tags if set(t) == {"a creature"}]
+    assert len(seen) == 400 and all(tags)
+    assert 0.22 < len(generic) / len(seen) < 0.38
+    assert all("a creature" not in t for t in tags if t not in generic)  # the others keep their descriptions
 
 
 def test_sft_trains_only_the_lora_resumes_and_merges(pairs_and_base, tmp_path):

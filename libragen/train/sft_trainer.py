@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Literal
 
 import numpy as np
@@ -47,6 +48,11 @@ class SFTDataConfig(StrictModel):
     use: Literal["in", "cross", "mixed"] = "mixed"
     cross_share: float | None = Field(None, ge=0, le=1)  # mixed only: share of cross-pair draws (None: as found)
     captions: Literal["ref_tags", "plain"] = "ref_tags"
+    # Share of drawn samples whose Ref-tag descriptions are replaced by ``generic_ref_text`` ("Ref 1[a creature] hops
+    # …"), the way the paper's captions name only a category ("Ref 1[a woman]"): the subject's look must then come
+    # from its reference, which gives the model a reason to read references that detailed tags take away.
+    generic_ref_share: float = Field(0.0, ge=0, le=1)
+    generic_ref_text: str = "a creature"
 
 
 class SFTConfig(StrictModel):
@@ -111,16 +117,32 @@ class PairBank:
             self._cache[position] = (latents, sample["refs"], caption, refs)
         return self._cache[position]
 
-    def batch(self, positions: list[int]) -> S2VBatch:
+    def batch(self, positions: list[int], generic: list[bool] | None = None, generic_text: str = "") -> S2VBatch:
+        """The samples at ``positions``; where ``generic`` is True their Ref tags read ``generic_text``."""
         items = [self.item(p) for p in positions]
         refs = stack_reference_latents(self.backbone, [item[3] for item in items])
         latents = torch.stack([item[0] for item in items]).to(self.backbone.device)
-        return S2VBatch(latents, [item[2] for item in items], refs)
+        prompts = [item[2] for item in items]
+        if generic is not None:
+            prompts = [generic_ref_tags(p, generic_text) if g else p for p, g in zip(prompts, generic, strict=True)]
+        return S2VBatch(latents, prompts, refs)
+
+
+def generic_ref_tags(caption: str, text: str) -> str:
+    """``Ref 1[a red round creature] hops …`` -> ``Ref 1[<text>] hops …`` for every tag."""
+    return REF_TAG.sub(lambda match: f"{match.group(1)}[{text}]", caption)
+
+
+REF_TAG = re.compile(r"(Ref \d+)\[[^\]]*\]")
 
 
 def sft_objective(bank: PairBank, config: SFTConfig):
+    share = config.data.generic_ref_share
+
     def objective(backbone: Backbone, step: int, generator: torch.Generator):
-        batch = bank.batch(bank.draw(config.batch_size, generator))
+        positions = bank.draw(config.batch_size, generator)
+        generic = (torch.rand(len(positions), generator=generator) < share).tolist() if share > 0 else None
+        batch = bank.batch(positions, generic, config.data.generic_ref_text)
         return sft_loss(backbone, batch, generator, config.timesteps, config.dropout)
 
     return objective
