@@ -17,6 +17,11 @@ A variant whose report exists is not run again (rerun to resume).
 With ``--world`` (the LibraWorld folder the meta file describes) two more rows read the real clips and the real clips
 after a round trip through the base model's latents: the evaluation's ceiling and the latent space's.
 
+``--generic-tags TEXT`` gives the models prompts whose Ref-tag descriptions are TEXT ("Ref 1[a creature] hops …"; the
+VGFM reads "a creature hops …"), so a subject's look can only come from its references; the evaluation still reads
+each video against the full caption. ``--without-refs NAME`` adds a row "NAME, no refs": that model, the same prompts,
+no references — what the references add.
+
 Writes ``<out>/<variant>/report.json`` (per video and summary), ``<out>/sft_balance.json``, ``sft_balance.md`` (the
 table) and ``sft_balance.png`` (each metric against the merge weight, single LoRAs as reference lines).
 """
@@ -40,6 +45,7 @@ from libragen.models import load_backbone
 from libragen.models.backbone import Backbone
 from libragen.train.merge import MERGED, load_fused, merge_loras
 from libragen.train.sft import encode_reference_files, stack_reference_latents
+from libragen.train.sft_trainer import generic_ref_tags
 from libragen.world.caption import plain_caption
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -57,6 +63,9 @@ COLUMNS = [
 ]
 
 
+NO_REFS = ", no refs"
+
+
 def read_jobs(meta: Path, n: int) -> list[dict]:
     """The first ``n`` meta lines: id, prompt, refs (resolved against the meta file's folder) and the real clip
     (relative to the LibraWorld folder the meta file describes)."""
@@ -70,6 +79,7 @@ def read_jobs(meta: Path, n: int) -> list[dict]:
 
 def variant_backbone(name: str, base: str, loras: dict[str, str], method: str) -> Backbone:
     """The base model, a LoRA fused at weight 1, or ``merge@W`` (in at W, cross at 1 - W) fused."""
+    name = name.removesuffix(NO_REFS)
     if name == "vgfm":
         return load_backbone(base)
     if name.startswith("merge@"):
@@ -91,7 +101,8 @@ def generate(backbone: Backbone, jobs: list[dict], with_refs: bool, steps: int, 
         refs = None
         if with_refs:
             refs = stack_reference_latents(backbone, [encode_reference_files(backbone, job["refs"]) for job in chunk])
-        prompts = [job["prompt"] if with_refs else plain_caption(job["prompt"]) for job in chunk]
+        prompts = [job.get("model_prompt", job["prompt"]) for job in chunk]
+        prompts = [prompt if with_refs else plain_caption(prompt) for prompt in prompts]
         out = sample(
             backbone,
             prompts,
@@ -124,7 +135,8 @@ def run_variant(name: str, args: argparse.Namespace, jobs: list[dict], loras: di
         videos = real_clips(jobs, args.world, backbone if name != "real" else None)
     else:
         backbone = variant_backbone(name, args.base, loras, args.method).eval()
-        videos = generate(backbone, jobs, name != "vgfm", args.steps, TextCFG(args.guidance), args.batch)
+        with_refs = name != "vgfm" and not name.endswith(NO_REFS)
+        videos = generate(backbone, jobs, with_refs, args.steps, TextCFG(args.guidance), args.batch)
     return write_and_evaluate(folder, jobs, videos, backbone.fps, probes, time.perf_counter() - started)
 
 
@@ -197,6 +209,8 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=4.0, help="text CFG (references in both branches)")
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--generic-tags", help="models read Ref tags with this description, e.g. 'a creature'")
+    parser.add_argument("--without-refs", nargs="*", default=[], help="also run these variants without references")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -206,6 +220,10 @@ def main() -> None:
     jobs = read_jobs(args.meta, args.n)
     probes = load_probes()
     names = ["vgfm", *loras, *(f"merge@{w:g}" for w in args.merge_weights)]
+    names += [name + NO_REFS for name in args.without_refs]
+    if args.generic_tags:
+        for job in jobs:
+            job["model_prompt"] = generic_ref_tags(job["prompt"], args.generic_tags)
     if args.world:
         names += ["real", "real through latents"]
     summaries, seconds = {}, {}
@@ -221,6 +239,7 @@ def main() -> None:
         "steps": args.steps,
         "guidance": args.guidance,
         "method": args.method,
+        "generic_tags": args.generic_tags,
         "summaries": summaries,
         "generation_seconds": seconds,
     }

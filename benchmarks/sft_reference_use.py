@@ -5,7 +5,8 @@ from other clips where there are any) are noised, and the model's velocity error
 same noise and timestep: with the clip's own references, with another clip's references (shifted by one in the
 meta file), and with none. A model that reads its references predicts the real clip better with the right ones:
 ``gain_vs_swapped`` = 1 − e(own) / e(swapped). Models are the base (with references it never trained on) and each
-``--lora NAME=PATH`` fused at weight 1.
+``--lora NAME=PATH`` fused at weight 1. ``--generic-tags TEXT`` replaces every Ref-tag description of the prompts by
+TEXT ("Ref 1[a creature] hops …"), so the looks can only come from the references.
 
     python benchmarks/sft_reference_use.py --base libragen/models/weights/vgfm --meta meta/meta.jsonl \
         --world <held-out folder> --lora in=runs/sft_in/final --lora cross=runs/sft_cross/final --n 40
@@ -27,6 +28,7 @@ from libragen.models.backbone import Backbone
 from libragen.train.flow import velocity_errors
 from libragen.train.merge import load_fused
 from libragen.train.sft import encode_reference_files, stack_reference_latents
+from libragen.train.sft_trainer import generic_ref_tags
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe, report
@@ -73,6 +75,7 @@ def main() -> None:
     parser.add_argument("--timesteps", type=float, nargs="+", default=[0.3, 0.6, 0.9])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--generic-tags", help="replace the Ref-tag descriptions by this text, e.g. 'a creature'")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -80,6 +83,8 @@ def main() -> None:
     for line in args.meta.read_text().splitlines()[: args.n]:
         item = json.loads(line)
         item["refs"] = [str(args.meta.parent / r) for r in item["refs"]]
+        if args.generic_tags:
+            item["prompt"] = generic_ref_tags(item["prompt"], args.generic_tags)
         items.append(item)
     models = {"base": None, **dict(spec.split("=", 1) for spec in args.lora)}
     results = {}
