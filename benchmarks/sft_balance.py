@@ -173,7 +173,7 @@ def plot(summaries: dict[str, dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    merges = sorted((float(n.split("@")[1]), n) for n in summaries if n.startswith("merge@"))
+    merges = sorted((float(n.split("@")[1]), n) for n in summaries if n.startswith("merge@") and NO_REFS not in n)
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
     for ax, (key, label, higher) in zip(axes.flat, COLUMNS, strict=True):
         if merges:
@@ -185,6 +185,7 @@ def plot(summaries: dict[str, dict], path: Path) -> None:
             ("vgfm", "k", ":"),
             ("real through latents", "C7", "-."),
             ("real", "C5", "-"),
+            *((name, "C9", (0, (1, 3))) for name in summaries if name.endswith(NO_REFS)),
         ]:
             if name in summaries:
                 ax.axhline(summaries[name].get(key, np.nan), color=colour, ls=style, label=name, lw=1.2)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from libragen.cli import app
 from libragen.core.video import read_video
-from libragen.models import SHIPPED_VGFM, load_backbone
+from libragen.models import SHIPPED_S2V_LORA, SHIPPED_VGFM, load_backbone
 from libragen.world.caption import plain_caption
 
 runner = CliRunner()
@@ -166,3 +166,28 @@ def test_shipped_vgfm_moves_a_subject_the_way_the_prompt_says() -> None:
 
     for k in range(0, 4, 2):
         assert moving_flow(videos[k])[0] < moving_flow(videos[k + 1])[0] - 0.2, prompts[k]
+
+
+@pytest.mark.skipif(
+    not (SHIPPED_S2V_LORA / "lora.safetensors").is_file(), reason="no S2V LoRA shipped in this checkout"
+)
+def test_shipped_s2v_model_takes_the_subject_colour_from_the_reference() -> None:
+    """What the shipped S2V LoRA is documented to do: when the prompt does not say the colour ("Ref 1[a creature]"),
+    a red reference makes the video redder than a blue one from the same noise (red minus blue channel)."""
+    from libragen.infer.pipeline import LibraGenPipeline
+    from libragen.world.identity import identity
+    from libragen.world.sprite import render_portrait
+
+    assert (SHIPPED_S2V_LORA / "lora.safetensors").stat().st_size <= 5 * 2**20
+    pipe = LibraGenPipeline.from_pretrained(device="cpu")  # the shipped VGFM with the shipped S2V LoRA fused
+
+    def portrait(colour: str) -> np.ndarray:
+        return render_portrait(next(identity(i) for i in range(64) if identity(i).colour == colour))
+
+    prompt = "Ref 1[a creature] glides slowly to the left on snowy ground."
+    for seed in (0, 1):
+        redness = {}
+        for colour in ("red", "blue"):
+            frames = pipe(prompt, [portrait(colour)], num_inference_steps=20, seed=seed).frames[0].astype(np.float32)
+            redness[colour] = float((frames[..., 0] - frames[..., 2]).mean())
+        assert redness["red"] > redness["blue"] + 1.5, (seed, redness)

@@ -20,6 +20,7 @@ from rich.console import Console
 from libragen.core.files import atomic_path
 from libragen.core.progress import progress_bar
 from libragen.infer.rephrase import Rephraser
+from libragen.models import SHIPPED_S2V_LORA
 
 NAME = re.compile(r"^[\w.-]{1,120}$")
 JOB_FIELDS = {"prompt", "refs", "ref_desc", "seed", "steps", "name"}
@@ -132,6 +133,7 @@ def run_jobs(
     if device == "auto" and state.num_processes > 1:
         device = str(state.device)
     pipeline = LibraGenPipeline.from_pretrained(model, device=device, lora=lora)
+    shipped_lora = (SHIPPED_S2V_LORA / "lora.safetensors").is_file()
     written, failures = [], []
     with progress_bar("generate", console) as progress:
         task = progress.add_task("", total=len(todo))
@@ -160,7 +162,7 @@ def run_jobs(
                     "final_prompt": result.prompts[0],
                     "rephrased": result.rephrased[0].to_dict() if result.rephrased else None,
                     "model": str(model) if model else "shipped",
-                    "lora": str(lora) if lora else None,
+                    "lora": str(lora) if lora else ("shipped" if model is None and shipped_lora else None),
                     "video": video.name,
                 }
                 | settings
