@@ -32,7 +32,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe
-from sft_balance import COLUMNS, generate, read_jobs, write_and_evaluate
+from sft_balance import generate, read_jobs, table, write_and_evaluate
 
 from libragen.eval.probes import load_probes
 from libragen.infer.guidance import DynamicCFG, parse_schedule
@@ -60,13 +60,11 @@ def rows_per_step(guidance: Guidance, backbone: Backbone, steps: int) -> float:
     return sum(len(guidance.branches_at(t)) for t in sigmas) / steps
 
 
-def table(rows: dict[str, dict]) -> str:
-    lines = ["| variant | schedules | rows per step | " + " | ".join(label for _, label, _ in COLUMNS) + " |"]
-    lines.append("|---" * (len(COLUMNS) + 3) + "|")
-    for name, row in rows.items():
-        cells = [f"{row['summary'].get(key, float('nan')):.3f}" for key, _, _ in COLUMNS]
-        lines.append(f"| {name} | {row['spec']} | {row['rows_per_step']:.2f} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def rows_table(rows: dict[str, dict]) -> str:
+    schedules = {name: row["spec"] for name, row in rows.items()}
+    per_step = {name: f"{row['rows_per_step']:.2f}" for name, row in rows.items()}
+    summaries = {name: row["summary"] for name, row in rows.items()}
+    return table(summaries, {"schedules": schedules, "rows per step": per_step})
 
 
 def main() -> None:
@@ -115,8 +113,8 @@ def main() -> None:
         "rows": rows,
     }
     (args.out / "guidance_quality.json").write_text(json.dumps(result, indent=2))
-    (args.out / "guidance_quality.md").write_text(table(rows) + "\n")
-    print(table(rows))
+    (args.out / "guidance_quality.md").write_text(rows_table(rows) + "\n")
+    print(rows_table(rows))
 
 
 if __name__ == "__main__":

@@ -158,11 +158,15 @@ def write_and_evaluate(
     return report
 
 
-def table(summaries: dict[str, dict]) -> str:
-    lines = ["| variant | " + " | ".join(label for _, label, _ in COLUMNS) + " |"]
-    lines.append("|---" * (len(COLUMNS) + 1) + "|")
+def table(summaries: dict[str, dict], extra: dict[str, dict[str, str]] | None = None) -> str:
+    """Markdown table: a row per variant, the ``COLUMNS`` metrics, after optional ``extra`` columns {header: {variant:
+    cell}}."""
+    extra = extra or {}
+    lines = ["| variant | " + " | ".join([*extra, *(label for _, label, _ in COLUMNS)]) + " |"]
+    lines.append("|---" * (len(COLUMNS) + len(extra) + 1) + "|")
     for name, summary in summaries.items():
-        cells = [f"{summary.get(key, float('nan')):.3f}" for key, _, _ in COLUMNS]
+        cells = [column[name] for column in extra.values()]
+        cells += [f"{summary.get(key, float('nan')):.3f}" for key, _, _ in COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
