@@ -1,7 +1,8 @@
 """Grow a trained LibraWorld backbone to a finer latent: the same transformer on tokens with more pixels each.
 
-Why: the shipped VGFM works on 16 px latents (4x average pooling), where a subject's identity does not survive
-(issue #8: real clips through those latents score subject consistency 0.588, at the wrong-identity level 0.573).
+Why: the session-14 VGFM worked on 16 px latents (4x average pooling), where a subject's identity does not survive
+(issue #8: real clips through those latents score subject consistency 0.588, at the wrong-identity level 0.573);
+the shipped VGFM is that model grown to 32 px latents.
 Training a 32 px model from scratch costs hours on 2 CPU cores. Growing keeps the token grid and every
 transformer weight, and makes each token cover k x k times more latent pixels (k = old / new pooling factor):
 
@@ -9,10 +10,11 @@ transformer weight, and makes each token cover k x k times more latent pixels (k
   the new model reads a fine token exactly as the old one read its pooled version;
 * ``patch_out``: each old output value is copied to the k x k fine pixels it covers (nearest upsampling);
 * when a grown token carries more values than the transformer's width, the output head (rank <= width) cannot
-  reach every direction of a token, and those directions would keep their noise (on LibraWorld the 32 of 192 it
-  would miss hold 0.06 % of the data's variance, so a clean sample must be ~0 there, yet the EDM skip connection
-  leaves them at std 0.5). Growing then adds ``transformer.skip_projection`` (zero at first): a full-rank map per
-  token that the skip connection subtracts, so training can drop those directions.
+  reach every direction of a token, and those directions would keep their noise (on LibraWorld the 32 lowest-variance
+  directions of a 192-value token hold 0.06 % of the data's variance, so a clean sample is ~0 there, yet an EDM skip
+  connection alone leaves any unreached direction at std sigma_data = 0.5). Growing then adds
+  ``transformer.skip_projection`` (zero at first): a full-rank map per token that the skip connection subtracts,
+  so training can drop those directions.
 
 Every backbone output is linear in the patch_out values and the noisy latent (x-, v- and EDM-preconditioned
 forms alike), so right after growing, the fine model's prediction, average-pooled k x k, equals the coarse
