@@ -31,7 +31,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe
+from machine import provenance
 from sft_balance import generate, read_jobs, table, write_and_evaluate
 
 from libragen.eval.probes import load_probes
@@ -106,8 +106,7 @@ def main() -> None:
         }
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
-        "machine": describe(),
-        "command": " ".join(["python", *sys.argv]),
+        **provenance(),
         "prompts": len(jobs),
         "steps": args.steps,
         "rows": rows,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 
 
@@ -22,6 +23,11 @@ def cpu_model() -> str:
 def describe() -> str:
     """'<cpu>, <n> cores, Python <version>'."""
     return f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def provenance() -> dict[str, str]:
+    """The machine and the exact command line, the first two fields of every benchmark's result."""
+    return {"machine": describe(), "command": " ".join(["python", *sys.argv])}
 
 
 def report(result: dict, out: Path | None) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe
+from machine import provenance
 from rephrase_accuracy import paraphrase
 from sft_balance import write_and_evaluate
 
@@ -79,8 +79,7 @@ def main() -> None:
         per_prompt[name] = [report["per_video"][job["id"]]["ta"] for job in jobs]
     differences = [r - w for r, w in zip(per_prompt["rephrased"], per_prompt["raw"], strict=True)]
     result = {
-        "machine": describe(),
-        "command": " ".join(["python", *sys.argv]),
+        **provenance(),
         "prompts": len(specs),
         "steps": args.steps,
         "guidance": args.guidance,

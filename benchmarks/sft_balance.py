@@ -49,7 +49,7 @@ from libragen.train.sft_trainer import generic_ref_tags
 from libragen.world.caption import plain_caption
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe
+from machine import provenance
 from vgfm_heldout import latent_round_trip
 
 #: Report columns: summary key, label, whether higher is better.
@@ -238,8 +238,7 @@ def main() -> None:
         summaries[name], seconds[name] = report["summary"], report.get("generation_seconds")
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
-        "machine": describe(),
-        "command": " ".join(["python", *sys.argv]),
+        **provenance(),
         "prompts": len(jobs),
         "steps": args.steps,
         "guidance": args.guidance,
