@@ -45,8 +45,7 @@ from libragen.models import load_backbone
 from libragen.models.backbone import Backbone
 from libragen.train.merge import MERGED, load_fused, merge_loras
 from libragen.train.sft import encode_reference_files, stack_reference_latents
-from libragen.train.sft_trainer import generic_ref_tags
-from libragen.world.caption import plain_caption
+from libragen.world.caption import generic_ref_tags, plain_caption
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import provenance

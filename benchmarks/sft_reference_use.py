@@ -28,7 +28,7 @@ from libragen.models.backbone import Backbone
 from libragen.train.flow import velocity_errors
 from libragen.train.merge import load_fused
 from libragen.train.sft import encode_reference_files, stack_reference_latents
-from libragen.train.sft_trainer import generic_ref_tags
+from libragen.world.caption import generic_ref_tags
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe, report

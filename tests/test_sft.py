@@ -64,7 +64,8 @@ def test_pair_bank_draws_the_asked_mixture_and_caches_latents(pairs_and_base):
 def test_generic_ref_tags_reach_the_asked_share_of_training_prompts(pairs_and_base, monkeypatch):
     """``generic_ref_share``: that share of the prompts sft_loss gets read "Ref k[a creature]"; the rest as built."""
     import libragen.train.sft_trainer as trainer
-    from libragen.train.sft_trainer import SFTConfig, generic_ref_tags, sft_objective
+    from libragen.train.sft_trainer import SFTConfig, sft_objective
+    from libragen.world.caption import generic_ref_tags
 
     assert generic_ref_tags("Ref 1[a red round creature] hops and Ref 2[a blue star] spins on snow.", "a creature") == (
         "Ref 1[a creature] hops and Ref 2[a creature] spins on snow."

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from typing import Literal
 
 import numpy as np
@@ -38,7 +37,7 @@ from libragen.train.sft import (
     stack_reference_latents,
 )
 from libragen.train.vgfm import SamplingConfig
-from libragen.world.caption import plain_caption
+from libragen.world.caption import generic_ref_tags, plain_caption
 
 
 class SFTDataConfig(StrictModel):
@@ -126,14 +125,6 @@ class PairBank:
         if generic is not None:
             prompts = [generic_ref_tags(p, generic_text) if g else p for p, g in zip(prompts, generic, strict=True)]
         return S2VBatch(latents, prompts, refs)
-
-
-def generic_ref_tags(caption: str, text: str) -> str:
-    """``Ref 1[a red round creature] hops …`` -> ``Ref 1[<text>] hops …`` for every tag."""
-    return REF_TAG.sub(lambda match: f"{match.group(1)}[{text}]", caption)
-
-
-REF_TAG = re.compile(r"(Ref \d+)\[[^\]]*\]")
 
 
 def sft_objective(bank: PairBank, config: SFTConfig):

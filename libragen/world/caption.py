@@ -78,7 +78,7 @@ def reverse_directions(text: str, pans: bool = True) -> str | None:
     return text
 
 
-_REF_TAG = re.compile(r"Ref \d+\[([^\]]*)\]")
+_REF_TAG = re.compile(r"(Ref \d+)\[([^\]]*)\]")
 
 
 def plain_caption(text: str) -> str:
@@ -86,4 +86,9 @@ def plain_caption(text: str) -> str:
 
     ``Ref 1[a red round creature] hops`` -> ``a red round creature hops``.
     """
-    return _REF_TAG.sub(r"\1", text)
+    return _REF_TAG.sub(r"\2", text)
+
+
+def generic_ref_tags(text: str, description: str) -> str:
+    """Every Ref tag's description replaced: ``Ref 1[a red round creature] hops`` -> ``Ref 1[<description>] hops``."""
+    return _REF_TAG.sub(lambda match: f"{match.group(1)}[{description}]", text)
