@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--generic-tags", help="models read Ref tags with this description, e.g. 'a creature'")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     try:
@@ -84,7 +85,7 @@ def main() -> None:
     except ValueError as error:
         parser.error(str(error))
     torch.set_num_threads(args.threads)
-    jobs = read_jobs(args.meta, args.n)
+    jobs = read_jobs(args.meta, args.n, args.generic_tags)
     probes = load_probes()
     backbone = load_fused(args.model, args.lora).eval()
     rows = {}
@@ -109,6 +110,7 @@ def main() -> None:
         **provenance(),
         "prompts": len(jobs),
         "steps": args.steps,
+        "generic_tags": args.generic_tags,
         "rows": rows,
     }
     (args.out / "guidance_quality.json").write_text(json.dumps(result, indent=2))

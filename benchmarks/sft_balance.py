@@ -6,8 +6,9 @@ any), from the same noise (seed = prompt index), and the evaluation suite reads 
 copy-paste, dynamic degree, motion smoothness, text alignment (attribute probe), visual quality.
 
 Variants: ``vgfm`` (the base model, text only: no references, the plain caption), one per ``--lora NAME=PATH``
-(fused at weight 1), and ``merge@W`` for each ``--merge-weights`` W: ``libragen merge``'s peft combination of the
-``in`` LoRA at W and the ``cross`` LoRA at 1 - W (default ``cat``: exactly W·ΔW_in + (1 - W)·ΔW_cross).
+(fused at weight 1; ``PATH+PATH2+…`` fuses several in order, e.g. an SFT LoRA and the DPO LoRA trained on it), and
+``merge@W`` for each ``--merge-weights`` W: ``libragen merge``'s peft combination of the ``in`` LoRA at W and the
+``cross`` LoRA at 1 - W (default ``cat``: exactly W·ΔW_in + (1 - W)·ΔW_cross).
 A variant whose report exists is not run again (rerun to resume).
 
     python benchmarks/sft_balance.py --base runs/vgfm/final --meta meta/meta.jsonl \
@@ -43,7 +44,7 @@ from libragen.eval.runner import evaluate_folder
 from libragen.infer.sampler import Guidance, TextCFG, sample, to_uint8_frames
 from libragen.models import load_backbone
 from libragen.models.backbone import Backbone
-from libragen.train.merge import MERGED, load_fused, merge_loras
+from libragen.train.merge import MERGED, fuse_lora, merge_loras
 from libragen.train.sft import encode_reference_files, stack_reference_latents
 from libragen.world.caption import generic_ref_tags, plain_caption
 
@@ -65,14 +66,18 @@ COLUMNS = [
 NO_REFS = ", no refs"
 
 
-def read_jobs(meta: Path, n: int) -> list[dict]:
+def read_jobs(meta: Path, n: int, generic_tags: str | None = None) -> list[dict]:
     """The first ``n`` meta lines: id, prompt, refs (resolved against the meta file's folder) and the real clip
-    (relative to the LibraWorld folder the meta file describes)."""
+    (relative to the LibraWorld folder the meta file describes). With ``generic_tags`` the models read Ref tags
+    with that description ("Ref 1[a creature] hops …", ``model_prompt``); the judges still read the full prompt."""
     jobs = []
     for line in meta.read_text().splitlines()[:n]:
         item = json.loads(line)
         refs = [str(meta.parent / r) for r in item["refs"]]
-        jobs.append({"id": item["id"], "prompt": item["prompt"], "refs": refs, "real": item["video"]})
+        job = {"id": item["id"], "prompt": item["prompt"], "refs": refs, "real": item["video"]}
+        if generic_tags:
+            job["model_prompt"] = generic_ref_tags(item["prompt"], generic_tags)
+        jobs.append(job)
     return jobs
 
 
@@ -87,7 +92,10 @@ def variant_backbone(name: str, base: str, loras: dict[str, str], method: str) -
         merged = merge_loras(backbone, [(loras["in"], weight), (loras["cross"], 1.0 - weight)], method)
         merged.merge_and_unload(adapter_names=[MERGED])
         return backbone
-    return load_fused(base, loras[name])
+    backbone = load_backbone(base)
+    for path in loras[name].split("+"):
+        fuse_lora(backbone, path)
+    return backbone
 
 
 @torch.no_grad()
@@ -221,13 +229,10 @@ def main() -> None:
     loras = dict(spec.split("=", 1) for spec in args.lora)
     if args.merge_weights and not {"in", "cross"} <= loras.keys():
         parser.error("--merge-weights needs --lora in=… and --lora cross=…")
-    jobs = read_jobs(args.meta, args.n)
+    jobs = read_jobs(args.meta, args.n, args.generic_tags)
     probes = load_probes()
     names = ["vgfm", *loras, *(f"merge@{w:g}" for w in args.merge_weights)]
     names += [name + NO_REFS for name in args.without_refs]
-    if args.generic_tags:
-        for job in jobs:
-            job["model_prompt"] = generic_ref_tags(job["prompt"], args.generic_tags)
     if args.world:
         names += ["real", "real through latents"]
     summaries, seconds = {}, {}

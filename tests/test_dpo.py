@@ -19,10 +19,15 @@ from libragen.train.merge import load_fused, read_lora
 runner = CliRunner()
 
 
-def pairs_config(path, pairs, kind: str, count: int = 3) -> None:
+def pairs_config(path, pairs, kind: str, count: int = 3, generic_ref_share: float = 0.0) -> None:
     config = {
         "kind": kind,
-        "data": {"pairs": [str(pairs)], "use": "cross" if kind == "consis" else "in"},
+        "data": {
+            "pairs": [str(pairs)],
+            "use": "cross" if kind == "consis" else "in",
+            "generic_ref_share": generic_ref_share,
+            "generic_ref_text": "a thing",
+        },
         "count": count,
         "steps": 2,
         "guidance": 2.0,
@@ -60,6 +65,16 @@ def test_consis_and_realfake_pairs(pairs_and_base, tmp_path):
         assert runner.invoke(app, args).exit_code == 0
         again = [json.loads(x) for x in (out / "pairs.jsonl").read_text().splitlines()]
         assert sorted(r["pair_id"] for r in again) == sorted(r["pair_id"] for r in rows)
+
+
+def test_generic_ref_share_words_pair_prompts_by_category(pairs_and_base, tmp_path):
+    pairs, base = pairs_and_base
+    pairs_config(tmp_path / "consis.yaml", pairs, "consis", count=2, generic_ref_share=1.0)
+    args = ["dpo", "pairs", "--config", str(tmp_path / "consis.yaml"), "--out", str(tmp_path / "out")]
+    result = runner.invoke(app, [*args, "--model", str(base)])
+    assert result.exit_code == 0, result.output
+    prompts = [json.loads(x)["prompt"] for x in (tmp_path / "out" / "pairs.jsonl").read_text().splitlines()]
+    assert len(prompts) == 2 and all("Ref 1[a thing]" in p for p in prompts), prompts
 
 
 def test_review_verdicts_drop_pairs_people_reversed(pairs_and_base, tmp_path):

@@ -11,6 +11,8 @@ consistency beats the loser's by at least ``min_gap`` (without probes the filter
 notice). ``pairs.jsonl`` has one row per pair — ``pair_id``, ``positive``, ``negative``, ``prompt``
 (the review app imports it as is: ``libragen review import-pairs``), the reference
 images, the seed and offset, the scores, ``kept`` and the reason. A rerun skips pairs already written.
+With ``data.generic_ref_share``, that share of prompts name their subjects only by ``data.generic_ref_text``
+("Ref 1[a creature] …", as in SFT), so the subject's look has to come from its reference.
 """
 
 from __future__ import annotations
@@ -68,13 +70,15 @@ def make_dpo_pairs(
     bank = PairBank(config.data, backbone)
     generator = torch.Generator().manual_seed(config.seed)
     positions = bank.draw(config.count, generator)
+    share = config.data.generic_ref_share  # drawn for all pairs up front, so a resumed run words them the same
+    generic = (torch.rand(config.count, generator=generator) < share).tolist() if share > 0 else [False] * config.count
     probes = _load_identity_probe(console)
     todo = [(k, p) for k, p in enumerate(positions) if f"{config.kind}-{k:05d}" not in done]
     with progress_bar(f"{config.kind} pairs", console) as progress, open(table, "a") as sink:
         task = progress.add_task("", total=len(positions), completed=len(positions) - len(todo))
         for start in range(0, len(todo), config.batch_size):
             chunk = todo[start : start + config.batch_size]
-            batch = bank.batch([p for _, p in chunk])
+            batch = bank.batch([p for _, p in chunk], [generic[k] for k, _ in chunk], config.data.generic_ref_text)
             seeds = [config.seed * 100_003 + k for k, _ in chunk]
             kwargs = {"refs": batch.refs, "steps": config.steps, "guidance": TextCFG(config.guidance)}
             noise = torch.stack(
