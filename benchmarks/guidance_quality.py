@@ -15,14 +15,16 @@ forward on a compute-bound machine): 3 for static three-branch guidance, 2 for t
     python benchmarks/guidance_quality.py --model runs/vgfm/final --lora runs/sft/merged --meta meta/meta.jsonl \
         --variant cfg=cfg/4 --variant static=3/4 --variant dynamic=interval:3:0.8:1/4 --n 60 --out docs/examples/g
 
-Writes ``<out>/<variant>/report.json``, ``<out>/guidance_quality.json`` and ``guidance_quality.md``; a variant whose
-report exists is not run again.
+Writes ``<out>/<variant>/report.json``, ``<out>/guidance_quality.json``, ``guidance_quality.md`` (with each variant's
+paired difference to the first one, ± standard error over prompts) and ``guidance_quality.png`` (subject consistency
+against text alignment); a variant whose report exists is not run again.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,7 +34,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import provenance
-from sft_balance import generate, read_jobs, table, write_and_evaluate
+from sft_balance import generate, paired_difference, read_jobs, table, write_and_evaluate
 
 from libragen.eval.probes import load_probes
 from libragen.infer.guidance import DynamicCFG, parse_schedule
@@ -60,11 +62,47 @@ def rows_per_step(guidance: Guidance, backbone: Backbone, steps: int) -> float:
     return sum(len(guidance.branches_at(t)) for t in sigmas) / steps
 
 
+PAIRED = [("consistency", "Δ consistency"), ("ta", "Δ text alignment")]
+
+
 def rows_table(rows: dict[str, dict]) -> str:
     schedules = {name: row["spec"] for name, row in rows.items()}
     per_step = {name: f"{row['rows_per_step']:.2f}" for name, row in rows.items()}
-    summaries = {name: row["summary"] for name, row in rows.items()}
-    return table(summaries, {"schedules": schedules, "rows per step": per_step})
+    extra = {"schedules": schedules, "rows per step": per_step}
+    for key, label in PAIRED:
+        extra[label] = {name: "{:+.3f} ± {:.3f}".format(*row["vs_first"][key]) for name, row in rows.items()}
+    return table({name: row["summary"] for name, row in rows.items()}, extra)
+
+
+def plot(rows: dict[str, dict], path: Path) -> None:
+    """Subject consistency against text alignment, one point per variant (± standard error of each mean), marker
+    area by rows per step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for name, row in rows.items():
+        x, y = row["summary"]["ta"], row["summary"]["consistency"]
+        ax.errorbar(x, y, xerr=row["std_error"]["ta"], yerr=row["std_error"]["consistency"], fmt="none", c="0.7")
+        ax.scatter(x, y, s=40 * row["rows_per_step"], zorder=3)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("text alignment")
+    ax.set_ylabel("subject consistency")
+    ax.set_title("Guidance schedules (marker area: rows per step; bars: ± s.e.)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def std_errors(report: dict) -> dict[str, float]:
+    """Standard error of the mean of each paired metric over the videos."""
+    errors = {}
+    for key, _ in PAIRED:
+        values = [video[key] for video in report["per_video"].values() if video[key] == video[key]]
+        errors[key] = statistics.stdev(values) / len(values) ** 0.5
+    return errors
 
 
 def main() -> None:
@@ -88,7 +126,7 @@ def main() -> None:
     jobs = read_jobs(args.meta, args.n, args.generic_tags)
     probes = load_probes()
     backbone = load_fused(args.model, args.lora).eval()
-    rows = {}
+    rows, reports = {}, {}
     for spec, (name, guidance) in zip(args.variant, variants.items(), strict=True):
         folder = args.out / name
         print(f"{name}:", file=sys.stderr, flush=True)
@@ -99,10 +137,14 @@ def main() -> None:
             started = time.perf_counter()
             videos = generate(backbone, jobs, True, args.steps, guidance, args.batch)
             report = write_and_evaluate(folder, jobs, videos, backbone.fps, probes, time.perf_counter() - started)
+        reports[name] = report
+        first = reports[next(iter(reports))]
         rows[name] = {
             "spec": spec.partition("=")[2],
             "rows_per_step": rows_per_step(guidance, backbone, args.steps),
             "summary": report["summary"],
+            "std_error": std_errors(report),
+            "vs_first": {key: paired_difference(report, first, key) for key, _ in PAIRED},
             "generation_seconds": report.get("generation_seconds"),
         }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -115,6 +157,7 @@ def main() -> None:
     }
     (args.out / "guidance_quality.json").write_text(json.dumps(result, indent=2))
     (args.out / "guidance_quality.md").write_text(rows_table(rows) + "\n")
+    plot(rows, args.out / "guidance_quality.png")
     print(rows_table(rows))
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,8 @@ COLUMNS = [
     ("ta", "text alignment", True),
     ("visual_quality", "visual quality", True),
 ]
+#: With ``--world``: Fréchet distance of the attribute probe's video features to the prompts' real clips.
+REALISM = ("realism_fd", "realism FD", False)
 
 
 NO_REFS = ", no refs"
@@ -144,13 +147,21 @@ def run_variant(name: str, args: argparse.Namespace, jobs: list[dict], loras: di
         backbone = variant_backbone(name, args.base, loras, args.method).eval()
         with_refs = name != "vgfm" and not name.endswith(NO_REFS)
         videos = generate(backbone, jobs, with_refs, args.steps, TextCFG(args.guidance), args.batch)
-    return write_and_evaluate(folder, jobs, videos, backbone.fps, probes, time.perf_counter() - started)
+    real = [args.world / job["real"] for job in jobs] if args.world else None
+    return write_and_evaluate(folder, jobs, videos, backbone.fps, probes, time.perf_counter() - started, real)
 
 
 def write_and_evaluate(
-    folder: Path, jobs: list[dict], videos: list[np.ndarray], fps: float, probes, seconds: float
+    folder: Path,
+    jobs: list[dict],
+    videos: list[np.ndarray],
+    fps: float,
+    probes,
+    seconds: float,
+    real_videos: list[Path] | None = None,
 ) -> dict:
-    """Write one mp4 per job and a meta file into ``folder``, run the evaluation suite, save ``report.json``."""
+    """Write one mp4 per job and a meta file into ``folder``, run the evaluation suite, save ``report.json``; with
+    ``real_videos`` the summary has the realism Fréchet distance to them (``realism_fd``)."""
     folder.mkdir(parents=True, exist_ok=True)
     meta_lines = []
     for job, video in zip(jobs, videos, strict=True):
@@ -159,7 +170,7 @@ def write_and_evaluate(
             json.dumps({"id": job["id"], "video": f"{job['id']}.mp4", "prompt": job["prompt"], "refs": job["refs"]})
         )
     (folder / "meta.jsonl").write_text("\n".join(meta_lines) + "\n")
-    report = evaluate_folder(folder, folder / "meta.jsonl", probes)
+    report = evaluate_folder(folder, folder / "meta.jsonl", probes, real_videos=real_videos)
     report["generation_seconds"] = seconds
     (folder / "report.json").write_text(json.dumps(report, indent=2))
     return report
@@ -169,13 +180,25 @@ def table(summaries: dict[str, dict], extra: dict[str, dict[str, str]] | None = 
     """Markdown table: a row per variant, the ``COLUMNS`` metrics, after optional ``extra`` columns {header: {variant:
     cell}}."""
     extra = extra or {}
-    lines = ["| variant | " + " | ".join([*extra, *(label for _, label, _ in COLUMNS)]) + " |"]
-    lines.append("|---" * (len(COLUMNS) + len(extra) + 1) + "|")
+    columns = COLUMNS + ([REALISM] if any(REALISM[0] in summary for summary in summaries.values()) else [])
+    lines = ["| variant | " + " | ".join([*extra, *(label for _, label, _ in columns)]) + " |"]
+    lines.append("|---" * (len(columns) + len(extra) + 1) + "|")
     for name, summary in summaries.items():
         cells = [column[name] for column in extra.values()]
-        cells += [f"{summary.get(key, float('nan')):.3f}" for key, _, _ in COLUMNS]
+        cells += [f"{summary.get(key, float('nan')):.3f}" for key, _, _ in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def paired_difference(report: dict, baseline: dict, key: str) -> tuple[float, float]:
+    """Mean and standard error of ``key`` in ``report`` minus ``baseline`` over the videos both have (same prompts and
+    noise, so the difference is paired)."""
+    shared = [v for v in report["per_video"] if v in baseline["per_video"]]
+    differences = [report["per_video"][v][key] - baseline["per_video"][v][key] for v in shared]
+    differences = [d for d in differences if d == d]  # a video the judge could not read is nan
+    if len(differences) < 2:
+        return float("nan"), float("nan")
+    return statistics.mean(differences), statistics.stdev(differences) / len(differences) ** 0.5
 
 
 def plot(summaries: dict[str, dict], path: Path) -> None:
@@ -187,8 +210,12 @@ def plot(summaries: dict[str, dict], path: Path) -> None:
     merges = sorted((float(n.split("@")[1]), n) for n in summaries if n.startswith("merge@") and NO_REFS not in n)
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
     for ax, (key, label, higher) in zip(axes.flat, COLUMNS, strict=True):
-        if merges:
-            ax.plot([w for w, _ in merges], [summaries[n].get(key, np.nan) for _, n in merges], "o-", label="merge")
+        if not merges:  # no weight axis: one bar per variant
+            ax.bar(range(len(summaries)), [summary.get(key, np.nan) for summary in summaries.values()])
+            ax.set_xticks(range(len(summaries)), list(summaries), rotation=35, ha="right", fontsize=8)
+            ax.set_title(f"{label} ({'higher' if higher else 'lower'} is better)", fontsize=10)
+            continue
+        ax.plot([w for w, _ in merges], [summaries[n].get(key, np.nan) for _, n in merges], "o-", label="merge")
         for name, colour, style in [
             ("in", "C1", "--"),
             ("cross", "C2", "--"),
@@ -202,7 +229,8 @@ def plot(summaries: dict[str, dict], path: Path) -> None:
                 ax.axhline(summaries[name].get(key, np.nan), color=colour, ls=style, label=name, lw=1.2)
         ax.set_title(f"{label} ({'higher' if higher else 'lower'} is better)", fontsize=10)
         ax.set_xlabel("in-pair weight of the merge (cross-pair = 1 - w)")
-    axes.flat[0].legend(fontsize=8)
+    if merges:
+        axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

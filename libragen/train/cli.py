@@ -10,7 +10,7 @@ from rich.console import Console
 
 from libragen.core.config import load_config
 
-train_app = typer.Typer(help="Training: VGFM pre-training, SFT LoRA fine-tuning (DPO follows).", no_args_is_help=True)
+train_app = typer.Typer(help="Training: VGFM pre-training, SFT LoRA fine-tuning, Flow-DPO.", no_args_is_help=True)
 
 
 def _with_steps(cfg, steps: int | None):
