@@ -67,14 +67,20 @@ def test_consis_and_realfake_pairs(pairs_and_base, tmp_path):
         assert sorted(r["pair_id"] for r in again) == sorted(r["pair_id"] for r in rows)
 
 
-def test_generic_ref_share_words_pair_prompts_by_category(pairs_and_base, tmp_path):
+def test_generic_prompts_and_other_refs_negatives(pairs_and_base, tmp_path):
     pairs, base = pairs_and_base
-    pairs_config(tmp_path / "consis.yaml", pairs, "consis", count=2, generic_ref_share=1.0)
+    pairs_config(tmp_path / "consis.yaml", pairs, "consis", count=3, generic_ref_share=1.0)
+    config = yaml.safe_load((tmp_path / "consis.yaml").read_text()) | {"negative": "other_refs", "batch_size": 3}
+    (tmp_path / "consis.yaml").write_text(yaml.safe_dump(config))
     args = ["dpo", "pairs", "--config", str(tmp_path / "consis.yaml"), "--out", str(tmp_path / "out")]
     result = runner.invoke(app, [*args, "--model", str(base)])
     assert result.exit_code == 0, result.output
-    prompts = [json.loads(x)["prompt"] for x in (tmp_path / "out" / "pairs.jsonl").read_text().splitlines()]
-    assert len(prompts) == 2 and all("Ref 1[a thing]" in p for p in prompts), prompts
+    rows = [json.loads(x) for x in (tmp_path / "out" / "pairs.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all("Ref 1[a thing]" in r["prompt"] for r in rows), rows
+    assert all(r["negative_kind"] == "other_refs" for r in rows)
+    # same noise and prompt, another pair's references: a different video wherever those references differ
+    differ = [r for r, nxt in zip(rows, rows[1:] + rows[:1], strict=True) if r["refs"] != nxt["refs"]]
+    assert differ and all((read_video(r["positive"]) != read_video(r["negative"])).any() for r in differ)
 
 
 def test_review_verdicts_drop_pairs_people_reversed(pairs_and_base, tmp_path):

@@ -2,7 +2,10 @@
 
 * ``consis`` (run it on the cross-pair SFT model): winner and loser are sampled from the *same*
   noise, prompt and references; the loser's references sit at a shifted RoPE slot (``ref_offset``)
-  at every denoising step, so the subject's identity drifts while scene and layout stay.
+  at every denoising step, so the subject's identity drifts while scene and layout stay. A model that
+  reads its references by content rather than by position does not drift that way (the LibraWorld
+  model does not: docs/results.md); ``negative: other_refs`` samples the loser from the same noise and
+  prompt with *another* pair's references instead, so it shows someone else's look.
 * ``realfake`` (on the in-pair SFT model): the winner is the real training clip, the loser the
   model's own sample from the same references and prompt.
 
@@ -47,6 +50,8 @@ class DPOPairsConfig(StrictModel):
     steps: int = Field(20, ge=1)
     guidance: float = Field(4.0, ge=0)
     ref_offset: tuple[float, float, float] = (4.0, 4.0, 4.0)  # consis loser: RoPE slot shift (t, h, w) in tokens
+    # consis loser: the pair's references at a shifted RoPE slot (the paper) or the next drawn pair's references
+    negative: Literal["rope_shift", "other_refs"] = "rope_shift"
     min_gap: float = 0.05  # winner − loser subject consistency needed to keep a pair
     batch_size: int = Field(8, ge=1)
     seed: int = 0
@@ -85,7 +90,11 @@ def make_dpo_pairs(
                 [torch.randn(backbone.latent_shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
             )
             fakes = to_uint8_frames(sample(backbone, batch.prompts, noise=noise, **kwargs))
-            if config.kind == "consis":
+            if config.kind == "consis" and config.negative == "other_refs":
+                positives = fakes
+                others = bank.batch([positions[(k + 1) % len(positions)] for k, _ in chunk]).refs
+                negatives = to_uint8_frames(sample(backbone, batch.prompts, noise=noise, **(kwargs | {"refs": others})))
+            elif config.kind == "consis":
                 positives = fakes
                 negatives = to_uint8_frames(
                     sample(backbone, batch.prompts, noise=noise, ref_offset=config.ref_offset, **kwargs)
@@ -116,6 +125,7 @@ def make_dpo_pairs(
                     "sample_id": source["sample_id"],
                     "seed": seeds[row_index],
                     "ref_offset": list(config.ref_offset) if config.kind == "consis" else None,
+                    "negative_kind": config.negative if config.kind == "consis" else "model sample",
                 }
                 record |= _filter(probes, positive, negative, refs, config.min_gap)
                 sink.write(json.dumps(record) + "\n")
