@@ -99,3 +99,22 @@ def test_batched_sampler_equals_the_naive_loop_and_skips_branches():
     assert any(s < 0.5 for s in sigmas) and any(s >= 0.5 for s in sigmas)
     expected_rows = sum(3 if s >= 0.5 else 2 for s in sigmas) * 2
     assert calls["rows"] == expected_rows and math.isfinite(float(skipped.abs().sum()))
+
+
+def test_default_guidance_depends_on_references_and_what_was_given():
+    from libragen.infer.guidance import DEFAULT_REF_SCALE, DEFAULT_TEXT_SCALE
+    from libragen.infer.pipeline import InvalidInput, make_guidance
+    from libragen.infer.sampler import Guidance, TextCFG
+
+    default = make_guidance(with_refs=True)  # references, nothing else: the measured three-branch schedules
+    assert isinstance(default, DynamicCFG)
+    assert (default.ref_scale.text, default.text_scale.text) == (DEFAULT_REF_SCALE, DEFAULT_TEXT_SCALE)
+    # the measured default costs what two-pass CFG costs: v(∅,∅) and v(T,R) at every step
+    assert all(len(default.branches_at(t)) == 2 for t in (0.95, 0.5, 0.05))
+    assert make_guidance() == TextCFG(4.0)  # text only
+    assert make_guidance(6.0, with_refs=True) == TextCFG(6.0)  # a scale given: plain text CFG at that scale
+    assert type(make_guidance(0.0)) is Guidance
+    mixed = make_guidance(5.0, ref_scale="2", with_refs=True)
+    assert mixed.ref_scale(0.5) == 2.0 and mixed.text_scale(0.5) == 5.0
+    with pytest.raises(InvalidInput, match="linear takes two values"):
+        make_guidance(ref_scale="linear:1")

@@ -38,7 +38,14 @@ def generate(
         typer.Option("--ref-desc", help="what each --ref shows, in order (helps rephrasing tell them apart)"),
     ] = None,
     steps: Annotated[int, typer.Option(help="Euler steps")] = 30,
-    guidance: Annotated[float, typer.Option(min=0.0, help="text CFG scale (0: no guidance)")] = 4.0,
+    guidance: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="text CFG scale (0: none; default 4, or with --ref and no scale/schedule the measured default "
+            "three-branch schedules)",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of the first video; video k uses seed + k")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 … (default: cuda when present)")] = "auto",
     ref_scale: Annotated[

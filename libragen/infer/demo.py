@@ -22,7 +22,7 @@ def demo_handler(
     references: Sequence[ImageLike] | None,
     *,
     steps: int = 30,
-    guidance: float = 4.0,
+    guidance: float | None = None,
     ref_scale: str = "",
     text_scale: str = "",
     seed: int = 0,
@@ -38,7 +38,7 @@ def demo_handler(
         prompt,
         [r for r in references or [] if r is not None] or None,
         num_inference_steps=int(steps),
-        guidance_scale=float(guidance),
+        guidance_scale=None if guidance is None else float(guidance),
         ref_scale=ref_scale.strip() or None,
         text_scale=text_scale.strip() or None,
         seed=int(seed),
@@ -83,7 +83,7 @@ def build_demo(
                 prompt = gr.Textbox(label="prompt", placeholder="Ref 1[a red round creature] hops to the left.")
                 files = gr.File(label="reference images", file_count="multiple", file_types=["image"])
                 steps = gr.Slider(1, 100, value=30, step=1, label="steps")
-                guidance = gr.Slider(0, 15, value=4.0, label="text CFG (when no schedule is given)")
+                guidance = gr.Number(value=None, minimum=0, label="text CFG scale (empty: the measured default)")
                 ref_scale = gr.Textbox(label="reference scale schedule (e.g. interval:3:0.6:1)")
                 text_scale = gr.Textbox(label="text scale schedule (e.g. 0:4,1:6)")
                 seed = gr.Number(value=0, precision=0, label="seed")

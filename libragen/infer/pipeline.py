@@ -17,7 +17,14 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from libragen.core.refs import prepare_reference
-from libragen.infer.guidance import DynamicCFG, ScheduleError, parse_schedule
+from libragen.infer.guidance import (
+    DEFAULT_REF_SCALE,
+    DEFAULT_TEXT_CFG,
+    DEFAULT_TEXT_SCALE,
+    DynamicCFG,
+    ScheduleError,
+    parse_schedule,
+)
 from libragen.infer.rephrase import Rephrased, Rephraser, describe_reference
 from libragen.infer.sampler import Guidance, TextCFG, sample, to_uint8_frames
 from libragen.models.backbone import Backbone, References
@@ -54,14 +61,31 @@ def load_image(image: ImageLike) -> np.ndarray:
         raise InvalidInput(f"{path}: not a readable image ({type(error).__name__})") from None
 
 
-def make_guidance(guidance_scale: float, ref_scale: str | None = None, text_scale: str | None = None) -> Guidance:
-    """Text CFG at ``guidance_scale``; with a reference or text schedule, the three-branch time-dependent CFG."""
+def make_guidance(
+    guidance_scale: float | None = None,
+    ref_scale: str | None = None,
+    text_scale: str | None = None,
+    with_refs: bool = False,
+) -> Guidance:
+    """The guidance a request asks for.
+
+    A reference or text schedule: the three-branch time-dependent CFG (the missing scale is 1 for references, the
+    text CFG scale for text). Otherwise text CFG at ``guidance_scale`` (0: none), or, with references and no scale
+    at all, the measured default schedules (:data:`~libragen.infer.guidance.DEFAULT_REF_SCALE`, ``DEFAULT_TEXT_SCALE``).
+    """
+    if guidance_scale is not None and guidance_scale < 0:
+        raise InvalidInput(f"guidance scale must be >= 0, got {guidance_scale}")
     if ref_scale is None and text_scale is None:
-        return TextCFG(guidance_scale) if guidance_scale > 0 else Guidance()
+        if with_refs and guidance_scale is None:
+            ref_scale, text_scale = DEFAULT_REF_SCALE, DEFAULT_TEXT_SCALE
+        else:
+            scale = DEFAULT_TEXT_CFG if guidance_scale is None else guidance_scale
+            return TextCFG(scale) if scale > 0 else Guidance()
+    text_default = str(DEFAULT_TEXT_CFG if guidance_scale is None else guidance_scale)
     try:
         return DynamicCFG(
             parse_schedule(ref_scale if ref_scale is not None else "1"),
-            parse_schedule(text_scale if text_scale is not None else str(guidance_scale)),
+            parse_schedule(text_scale if text_scale is not None else text_default),
         )
     except ScheduleError as error:
         raise InvalidInput(str(error)) from None
@@ -126,7 +150,7 @@ class LibraGenPipeline:
         references: Sequence[ImageLike] | None = None,
         *,
         num_inference_steps: int = 30,
-        guidance_scale: float = 4.0,
+        guidance_scale: float | None = None,
         ref_scale: str | None = None,
         text_scale: str | None = None,
         seed: int = 0,
@@ -144,8 +168,8 @@ class LibraGenPipeline:
             raise InvalidInput("empty prompt: describe the video to generate")
         if num_inference_steps <= 0:
             raise InvalidInput(f"steps must be positive, got {num_inference_steps}")
-        guidance = make_guidance(guidance_scale, ref_scale, text_scale)
         references = list(references or [])
+        guidance = make_guidance(guidance_scale, ref_scale, text_scale, with_refs=bool(references))
         if len(references) > MAX_REFERENCES:
             raise InvalidInput(f"{len(references)} reference images given; at most {MAX_REFERENCES}")
         references = [load_image(r) for r in references]  # decoded once, for rephrasing and for the model
