@@ -392,10 +392,11 @@ def test_save_round_trip_and_generate_cli_on_a_wan_folder(wan_dir, tmp_path):
     args = ["generate", "--model", str(tmp_path / "saved"), "--prompt", PROMPTS[0], "--out", str(tmp_path / "v")]
     result = CliRunner().invoke(app, [*args, "--ref", str(tmp_path / "ref.png"), "--steps", "2", "--device", "cpu"])
     assert result.exit_code == 0, result.output
+    assert load_backbone(tmp_path / "saved", offload=True).config.offload  # what `generate --offload` asks for
     video = read_video(tmp_path / "v" / "video000.mp4")
     assert video.shape[:3] == (5, 32, 48)
     dynamic = ["--ref", str(tmp_path / "ref.png"), "--steps", "2", "--ref-scale", "interval:3:0.5:1", "--text-scale"]
-    result = CliRunner().invoke(app, [*args, *dynamic, "0:4,1:6"])
+    result = CliRunner().invoke(app, [*args, *dynamic, "0:4,1:6", "--offload"])
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(app, [*args, *dynamic, "0:4,1"])
     assert result.exit_code == 2 and "t:scale" in " ".join(result.output.replace("│", " ").split())

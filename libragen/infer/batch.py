@@ -106,6 +106,7 @@ def run_jobs(
     console: Console | None = None,
     resume: bool = True,
     lora: str | os.PathLike[str] | None = None,
+    offload: bool | None = None,
 ) -> list[Path]:
     """Run this process's share of ``jobs`` into ``out``; returns the mp4s written now.
 
@@ -132,7 +133,7 @@ def run_jobs(
         return []
     if device == "auto" and state.num_processes > 1:
         device = str(state.device)
-    pipeline = LibraGenPipeline.from_pretrained(model, device=device, lora=lora)
+    pipeline = LibraGenPipeline.from_pretrained(model, device=device, lora=lora, offload=offload)
     shipped_lora = (SHIPPED_S2V_LORA / "lora.safetensors").is_file()
     written, failures = [], []
     with progress_bar("generate", console) as progress:

@@ -48,6 +48,10 @@ def generate(
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the first video; video k uses seed + k")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 … (default: cuda when present)")] = "auto",
+    offload: Annotated[
+        bool,
+        typer.Option(help="Wan: keep the text encoder and VAE on the CPU, on the GPU only while used (less memory)"),
+    ] = False,
     ref_scale: Annotated[
         str | None,
         typer.Option(help="reference guidance schedule over t (1=noise): 5, linear:7.5:3, interval:5:0.4:1, 0:7.5,1:3"),
@@ -103,7 +107,9 @@ def generate(
         settings = dict(guidance_scale=guidance, ref_scale=ref_scale, text_scale=text_scale)
         if lora is not None and not (lora / "lora.safetensors").is_file():
             raise typer.BadParameter(f"{lora}: not a LoRA folder (no lora.safetensors)", param_hint="--lora")
-        run_jobs(todo, out, model, device, rephraser, settings, console, resume=jobs is not None, lora=lora)
+        run_jobs(
+            todo, out, model, device, rephraser, settings, console, resume=jobs is not None, lora=lora, offload=offload
+        )
     except (InvalidInput, JobError, RephraseError) as error:
         raise typer.BadParameter(str(error)) from None
 

@@ -103,8 +103,10 @@ class LibraGenPipeline:
         path: str | os.PathLike[str] | None = None,
         device: str = "auto",
         lora: str | os.PathLike[str] | None = None,
+        offload: bool | None = None,
     ) -> LibraGenPipeline:
-        """A saved backbone folder or a local diffusers Wan folder, with ``lora`` (a LoRA folder) fused at weight 1.
+        """A saved backbone folder or a local diffusers Wan folder, with ``lora`` (a LoRA folder) fused at weight 1;
+        ``offload`` keeps a Wan model's text encoder and VAE on the CPU between uses (bf16 is automatic on CUDA).
 
         Default: the shipped LibraWorld VGFM with the shipped subject-to-video LoRA, when one ships.
         """
@@ -115,7 +117,7 @@ class LibraGenPipeline:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if path is None and lora is None and (SHIPPED_S2V_LORA / "lora.safetensors").is_file():
             lora = SHIPPED_S2V_LORA
-        backbone = load_backbone(path or SHIPPED_VGFM, device=device)
+        backbone = load_backbone(path or SHIPPED_VGFM, device=device, offload=offload)
         return cls(fuse_lora(backbone, lora) if lora is not None else backbone)
 
     def prepare_references(self, images: Sequence[ImageLike], orders: Sequence[Sequence[int]]) -> References:

@@ -19,10 +19,11 @@ SHIPPED_VGFM = Path(__file__).parent / "weights" / "vgfm"
 SHIPPED_S2V_LORA = Path(__file__).parent / "weights" / "s2v_lora"
 
 
-def load_backbone(path: str | os.PathLike[str], device: str = "cpu") -> Backbone:
+def load_backbone(path: str | os.PathLike[str], device: str = "cpu", offload: bool | None = None) -> Backbone:
     """Load a saved backbone folder, or a local diffusers Wan folder; a clear error for anything else.
 
-    On a CUDA device a Wan model loads in bfloat16, elsewhere in float32.
+    On a CUDA device a Wan model loads in bfloat16, elsewhere in float32; ``offload`` (Wan only; the LibraWorld
+    model is small enough to stay whole) keeps the text encoder and VAE on the CPU between uses.
     """
     folder = Path(path)
     meta_path = folder / "backbone.json"
@@ -43,5 +44,5 @@ def load_backbone(path: str | os.PathLike[str], device: str = "cpu") -> Backbone
         from libragen.models.wan import WanBackbone
 
         dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-        return WanBackbone.from_pretrained(folder, device=device, dtype=dtype)
+        return WanBackbone.from_pretrained(folder, device=device, dtype=dtype, offload=offload)
     raise ValueError(f"{folder}: unknown backbone kind {kind!r}")

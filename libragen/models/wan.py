@@ -118,8 +118,11 @@ class WanBackbone(Backbone):
         *,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        offload: bool | None = None,
     ) -> WanBackbone:
-        """Load a local diffusers-format Wan folder (``model_index.json``); never touches the network."""
+        """Load a local diffusers-format Wan folder (``model_index.json``); never touches the network.
+
+        ``offload`` (when given) overrides the config's: text encoder and VAE kept on the CPU between uses."""
         from diffusers import AutoencoderKLWan, WanPipeline
 
         folder = Path(path)
@@ -132,6 +135,8 @@ class WanBackbone(Backbone):
                 if meta.is_file()
                 else WanBackboneConfig()
             )
+        if offload is not None:
+            config = config.model_copy(update={"offload": offload})
         # the VAE stays in float32 whatever the transformer's dtype (Wan's own recommendation)
         vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", dtype=torch.float32, local_files_only=True)
         pipeline = WanPipeline.from_pretrained(folder, vae=vae, dtype=dtype, local_files_only=True)
