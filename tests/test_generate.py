@@ -134,6 +134,7 @@ def test_generate_saves_the_final_prompt_beside_the_video(model, tmp_path):
     assert record["final_prompt"].startswith("Ref 1[a red star-shaped creature] hops quickly to the left and Ref 2[")
     assert record["rephrased"]["reference_order"] == [1, 0]  # the red image (second --ref) is Ref 1
     assert record["final_prompt"] in flat(result.output) and record["seed"] == 0 and record["steps"] == 2
+    assert record["guidance_used"] == "three-branch CFG: reference 3, text 3"  # references, no scale: the default
     raw = runner.invoke(app, [*args, "--prompt", "a red star", "--rephrase", "none"])
     assert raw.exit_code == 0 and json.loads((out / "video000.json").read_text())["final_prompt"] == "a red star"
     bad = runner.invoke(app, [*args, "--prompt", "x", "--rephrase", "gpt"])

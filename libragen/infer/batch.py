@@ -165,6 +165,7 @@ def run_jobs(
                     "model": str(model) if model else "shipped",
                     "lora": str(lora) if lora else ("shipped" if model is None and shipped_lora else None),
                     "video": video.name,
+                    "guidance_used": result.guidance,
                 }
                 | settings
             )

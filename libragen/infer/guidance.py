@@ -138,6 +138,9 @@ class DynamicCFG(Guidance):
     def branches(self) -> tuple[Branch, ...]:  # type: ignore[override]
         return (UNCOND, REFS, FULL)
 
+    def describe(self) -> str:
+        return f"three-branch CFG: reference {self.ref_scale.text}, text {self.text_scale.text}"
+
     def weights(self, t: float) -> dict[Branch, float]:
         """v = (1 − s_ref)·v(∅,∅) + (s_ref − s_txt)·v(∅,R) + s_txt·v(T,R): each branch's weight at t."""
         s_ref, s_txt = self.ref_scale(t), self.text_scale(t)

@@ -43,6 +43,7 @@ class PipelineOutput:
     prompts: list[str]  # what the model read (the rephrased prompts when a rephraser ran)
     fps: float
     rephrased: list[Rephrased] | None = None  # both rephrasing stages per prompt, when a rephraser ran
+    guidance: str = ""  # the guidance used (defaults resolved), e.g. "three-branch CFG: reference 3, text 3"
 
 
 def load_image(image: ImageLike) -> np.ndarray:
@@ -189,4 +190,4 @@ class LibraGenPipeline:
             guidance=guidance,
             seed=[seed + k for k in range(len(prompts))],
         )
-        return PipelineOutput(to_uint8_frames(videos), prompts, self.backbone.fps, rephrased)
+        return PipelineOutput(to_uint8_frames(videos), prompts, self.backbone.fps, rephrased, guidance.describe())

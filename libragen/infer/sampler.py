@@ -33,6 +33,10 @@ class Guidance:
     def combine(self, t: float, velocities: dict[Branch, torch.Tensor]) -> torch.Tensor:
         return velocities[(True, True)]
 
+    def describe(self) -> str:
+        """One line saying what this guidance is (saved beside generated videos)."""
+        return "no guidance"
+
 
 @dataclass
 class TextCFG(Guidance):
@@ -43,6 +47,9 @@ class TextCFG(Guidance):
     @property
     def branches(self) -> tuple[Branch, ...]:  # type: ignore[override]
         return ((True, True), (False, True))
+
+    def describe(self) -> str:
+        return f"text CFG {self.scale:g}"
 
     def combine(self, t: float, velocities: dict[Branch, torch.Tensor]) -> torch.Tensor:
         uncond = velocities[(False, True)]
