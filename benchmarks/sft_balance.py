@@ -210,10 +210,10 @@ def plot(summaries: dict[str, dict], path: Path) -> None:
     merges = sorted((float(n.split("@")[1]), n) for n in summaries if n.startswith("merge@") and NO_REFS not in n)
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
     for ax, (key, label, higher) in zip(axes.flat, COLUMNS, strict=True):
+        ax.set_title(f"{label} ({'higher' if higher else 'lower'} is better)", fontsize=10)
         if not merges:  # no weight axis: one bar per variant
             ax.bar(range(len(summaries)), [summary.get(key, np.nan) for summary in summaries.values()])
             ax.set_xticks(range(len(summaries)), list(summaries), rotation=35, ha="right", fontsize=8)
-            ax.set_title(f"{label} ({'higher' if higher else 'lower'} is better)", fontsize=10)
             continue
         ax.plot([w for w, _ in merges], [summaries[n].get(key, np.nan) for _, n in merges], "o-", label="merge")
         for name, colour, style in [
@@ -227,7 +227,6 @@ def plot(summaries: dict[str, dict], path: Path) -> None:
         ]:
             if name in summaries:
                 ax.axhline(summaries[name].get(key, np.nan), color=colour, ls=style, label=name, lw=1.2)
-        ax.set_title(f"{label} ({'higher' if higher else 'lower'} is better)", fontsize=10)
         ax.set_xlabel("in-pair weight of the merge (cross-pair = 1 - w)")
     if merges:
         axes.flat[0].legend(fontsize=8)
