@@ -85,6 +85,14 @@ def test_unseen_colour_shape_pairs_are_composed_and_text_only_prompts_lose_their
     assert out.final.replace("an ", "a ") == f"a {colour} {shape} creature hops slowly downward on a brick wall."
 
 
+def test_text_only_prompts_keep_every_subject(offline):
+    out = offline("On bricks, a red star leaps rapidly westward and one blue ball drifts slowly upward")
+    assert out.final == (
+        "a red star-shaped creature hops quickly to the left and a blue round creature glides slowly upward "
+        "on a brick wall."
+    ), out.final
+
+
 def test_unmentioned_references_still_get_a_tag(offline):
     out = offline("something glides quickly upward on a sandy beach", ["a red creature"])
     assert out.tagged.startswith("Ref 1[a red creature]") and out.reference_order == [0]

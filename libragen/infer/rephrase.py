@@ -260,6 +260,16 @@ def split_subjects(text: str) -> list[tuple[str, str]]:
     return parts
 
 
+def tag_mentions(text: str, mentions: Sequence[re.Match]) -> str:
+    """``text`` with each of ``mentions`` (matches in it, in text order) wrapped as ``Ref k[…]``, k = 1, 2, …"""
+    pieces, cursor = [], 0
+    for number, mention in enumerate(mentions, 1):
+        pieces += [text[cursor : mention.start()], f"Ref {number}[{mention.group(0)}]"]
+        cursor = mention.end()
+    pieces.append(text[cursor:])
+    return "".join(pieces)
+
+
 def describe_reference(image: np.ndarray) -> str:
     """A short description of a reference image: its dominant colour among LibraWorld's colour names.
 
@@ -338,13 +348,7 @@ class OfflineRephraser(Rephraser):
         # wrap the chosen mentions in tags numbered in order of appearance
         in_text_order = sorted(chosen.items(), key=lambda item: mentions[item[0]].start())
         order = [ref for _, ref in in_text_order]
-        pieces, cursor = [], 0
-        for number, (m, _) in enumerate(in_text_order, 1):
-            span = mentions[m]
-            pieces += [prompt[cursor : span.start()], f"Ref {number}[{span.group(0)}]"]
-            cursor = span.end()
-        pieces.append(prompt[cursor:])
-        tagged = "".join(pieces)
+        tagged = tag_mentions(prompt, [mentions[m] for m, _ in in_text_order])
         missing = [ref for ref in range(count) if ref not in order]
         if missing:  # references the prompt never mentions become subjects of their own
             extra = join_clauses(
@@ -387,9 +391,7 @@ class OfflineRephraser(Rephraser):
             pan = normalise_words(camera["dir"]).replace("to the ", "").replace("ward", "").strip()
             pan = {"up": "up", "down": "down"}.get(pan, pan)
             text = (text[: camera.start()] + text[camera.end() :]).strip(" ,")
-        subjects = split_subjects(text)
-        if not subjects:  # no tags (text-only): the whole prompt is one subject
-            subjects = [("", text)]
+        subjects = split_subjects(text) or self._untagged_subjects(text)
         # the scene: the tail (after a preposition) of some subject's text that reads most like a scene
         splits = [self._split_scene(action) for _, action in subjects]
         where = int(np.argmax([score for _, _, score in splits]))
@@ -403,6 +405,21 @@ class OfflineRephraser(Rephraser):
         if pan and pan in self.vocabulary.pans:
             caption += f", while the camera pans {pan}"
         return caption + "."
+
+    @staticmethod
+    def _untagged_subjects(text: str) -> list[tuple[str, str]]:
+        """Subjects of a prompt without Ref tags (text only): with two or more subject mentions ("a red star …
+        and a blue box …"), each mention and the words up to the next one; words before the first mention (often the
+        scene: "On a brick wall, …") go to the last subject. One mention or none: the whole prompt is one subject."""
+        mentions = list(MENTION.finditer(text))
+        if len(mentions) < 2:
+            return [("", text)]
+        subjects = split_subjects(tag_mentions(text, mentions))
+        preamble = text[: mentions[0].start()].strip(" ,")
+        if preamble:
+            phrase, action = subjects[-1]
+            subjects[-1] = (phrase, f"{action} {preamble[:1].lower()}{preamble[1:]}".strip())
+        return subjects
 
     def _subject(self, text: str) -> str:
         """The nearest subject phrase, with each word slot the query names exactly put in.
