@@ -77,6 +77,7 @@ def make_dpo_pairs(
     positions = bank.draw(config.count, generator)
     share = config.data.generic_ref_share  # drawn for all pairs up front, so a resumed run words them the same
     generic = (torch.rand(config.count, generator=generator) < share).tolist() if share > 0 else [False] * config.count
+    shifted = config.kind == "consis" and config.negative == "rope_shift"
     probes = _load_identity_probe(console)
     todo = [(k, p) for k, p in enumerate(positions) if f"{config.kind}-{k:05d}" not in done]
     with progress_bar(f"{config.kind} pairs", console) as progress, open(table, "a") as sink:
@@ -90,15 +91,13 @@ def make_dpo_pairs(
                 [torch.randn(backbone.latent_shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
             )
             fakes = to_uint8_frames(sample(backbone, batch.prompts, noise=noise, **kwargs))
-            if config.kind == "consis" and config.negative == "other_refs":
+            if config.kind == "consis":  # the loser: same noise and prompt, shifted or someone else's references
                 positives = fakes
-                others = bank.batch([positions[(k + 1) % len(positions)] for k, _ in chunk]).refs
-                negatives = to_uint8_frames(sample(backbone, batch.prompts, noise=noise, **(kwargs | {"refs": others})))
-            elif config.kind == "consis":
-                positives = fakes
-                negatives = to_uint8_frames(
-                    sample(backbone, batch.prompts, noise=noise, ref_offset=config.ref_offset, **kwargs)
-                )
+                if config.negative == "other_refs":
+                    loser = {"refs": bank.batch([positions[(k + 1) % len(positions)] for k, _ in chunk]).refs}
+                else:
+                    loser = {"ref_offset": config.ref_offset}
+                negatives = to_uint8_frames(sample(backbone, batch.prompts, noise=noise, **(kwargs | loser)))
             else:
                 positives, negatives = [None] * len(chunk), fakes
             for row_index, ((k, position), positive, negative) in enumerate(
@@ -124,7 +123,7 @@ def make_dpo_pairs(
                     "refs": [str(bank.datasets[d].root / r["image"]) for r in source["refs"]],
                     "sample_id": source["sample_id"],
                     "seed": seeds[row_index],
-                    "ref_offset": list(config.ref_offset) if config.kind == "consis" else None,
+                    "ref_offset": list(config.ref_offset) if shifted else None,
                     "negative_kind": config.negative if config.kind == "consis" else "model sample",
                 }
                 record |= _filter(probes, positive, negative, refs, config.min_gap)
