@@ -34,8 +34,9 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import provenance
-from sft_balance import generate, paired_difference, read_jobs, table, write_and_evaluate
+from sft_balance import table
 
+from libragen.eval.heldout import generate_videos, paired_difference, read_jobs, write_and_evaluate
 from libragen.eval.probes import load_probes
 from libragen.infer.guidance import DynamicCFG, parse_schedule
 from libragen.infer.sampler import Guidance, TextCFG
@@ -135,7 +136,7 @@ def main() -> None:
         else:
             torch.manual_seed(0)
             started = time.perf_counter()
-            videos = generate(backbone, jobs, True, args.steps, guidance, args.batch)
+            videos = generate_videos(backbone, jobs, True, args.steps, guidance, args.batch)
             report = write_and_evaluate(folder, jobs, videos, backbone.fps, probes, time.perf_counter() - started)
         reports[name] = report
         first = reports[next(iter(reports))]

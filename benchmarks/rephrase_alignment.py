@@ -25,8 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import provenance
 from rephrase_accuracy import paraphrase
-from sft_balance import write_and_evaluate
 
+from libragen.eval.heldout import write_and_evaluate
 from libragen.eval.probes import load_probes
 from libragen.infer.rephrase import OfflineRephraser
 from libragen.infer.sampler import TextCFG, sample, to_uint8_frames

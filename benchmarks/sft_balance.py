@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,15 +38,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from libragen.core.video import read_video, write_video
+from libragen.core.video import read_video
+from libragen.eval.heldout import generate_videos, read_jobs, write_and_evaluate
 from libragen.eval.probes import load_probes
-from libragen.eval.runner import evaluate_folder
-from libragen.infer.sampler import Guidance, TextCFG, sample, to_uint8_frames
+from libragen.infer.sampler import TextCFG
 from libragen.models import load_backbone
 from libragen.models.backbone import Backbone
 from libragen.train.merge import MERGED, fuse_lora, merge_loras
-from libragen.train.sft import encode_reference_files, stack_reference_latents
-from libragen.world.caption import generic_ref_tags, plain_caption
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import provenance
@@ -69,21 +66,6 @@ REALISM = ("realism_fd", "realism FD", False)
 NO_REFS = ", no refs"
 
 
-def read_jobs(meta: Path, n: int, generic_tags: str | None = None) -> list[dict]:
-    """The first ``n`` meta lines: id, prompt, refs (resolved against the meta file's folder) and the real clip
-    (relative to the LibraWorld folder the meta file describes). With ``generic_tags`` the models read Ref tags
-    with that description ("Ref 1[a creature] hops …", ``model_prompt``); the judges still read the full prompt."""
-    jobs = []
-    for line in meta.read_text().splitlines()[:n]:
-        item = json.loads(line)
-        refs = [str(meta.parent / r) for r in item["refs"]]
-        job = {"id": item["id"], "prompt": item["prompt"], "refs": refs, "real": item["video"]}
-        if generic_tags:
-            job["model_prompt"] = generic_ref_tags(item["prompt"], generic_tags)
-        jobs.append(job)
-    return jobs
-
-
 def variant_backbone(name: str, base: str, loras: dict[str, str], method: str) -> Backbone:
     """The base model, a LoRA fused at weight 1, or ``merge@W`` (in at W, cross at 1 - W) fused."""
     name = name.removesuffix(NO_REFS)
@@ -99,31 +81,6 @@ def variant_backbone(name: str, base: str, loras: dict[str, str], method: str) -
     for path in loras[name].split("+"):
         fuse_lora(backbone, path)
     return backbone
-
-
-@torch.no_grad()
-def generate(backbone: Backbone, jobs: list[dict], with_refs: bool, steps: int, guidance: Guidance, batch: int):
-    """One uint8 video per job (seed = job index). With references the model reads the Ref-tagged caption (the SFT
-    caption style), without them the plain caption it was pre-trained on."""
-    videos = []
-    for start in range(0, len(jobs), batch):
-        chunk = jobs[start : start + batch]
-        refs = None
-        if with_refs:
-            refs = stack_reference_latents(backbone, [encode_reference_files(backbone, job["refs"]) for job in chunk])
-        prompts = [job.get("model_prompt", job["prompt"]) for job in chunk]
-        prompts = [prompt if with_refs else plain_caption(prompt) for prompt in prompts]
-        out = sample(
-            backbone,
-            prompts,
-            refs=refs,
-            steps=steps,
-            guidance=guidance,
-            seed=list(range(start, start + len(chunk))),
-        )
-        videos += list(to_uint8_frames(out))
-        print(f"  {start + len(chunk)}/{len(jobs)} videos", file=sys.stderr, flush=True)
-    return videos
 
 
 def real_clips(jobs: list[dict], world: Path, backbone: Backbone | None) -> list[np.ndarray]:
@@ -146,34 +103,9 @@ def run_variant(name: str, args: argparse.Namespace, jobs: list[dict], loras: di
     else:
         backbone = variant_backbone(name, args.base, loras, args.method).eval()
         with_refs = name != "vgfm" and not name.endswith(NO_REFS)
-        videos = generate(backbone, jobs, with_refs, args.steps, TextCFG(args.guidance), args.batch)
+        videos = generate_videos(backbone, jobs, with_refs, args.steps, TextCFG(args.guidance), args.batch)
     real = [args.world / job["real"] for job in jobs] if args.world else None
     return write_and_evaluate(folder, jobs, videos, backbone.fps, probes, time.perf_counter() - started, real)
-
-
-def write_and_evaluate(
-    folder: Path,
-    jobs: list[dict],
-    videos: list[np.ndarray],
-    fps: float,
-    probes,
-    seconds: float,
-    real_videos: list[Path] | None = None,
-) -> dict:
-    """Write one mp4 per job and a meta file into ``folder``, run the evaluation suite, save ``report.json``; with
-    ``real_videos`` the summary has the realism Fréchet distance to them (``realism_fd``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    meta_lines = []
-    for job, video in zip(jobs, videos, strict=True):
-        write_video(folder / f"{job['id']}.mp4", video, fps)
-        meta_lines.append(
-            json.dumps({"id": job["id"], "video": f"{job['id']}.mp4", "prompt": job["prompt"], "refs": job["refs"]})
-        )
-    (folder / "meta.jsonl").write_text("\n".join(meta_lines) + "\n")
-    report = evaluate_folder(folder, folder / "meta.jsonl", probes, real_videos=real_videos)
-    report["generation_seconds"] = seconds
-    (folder / "report.json").write_text(json.dumps(report, indent=2))
-    return report
 
 
 def table(summaries: dict[str, dict], extra: dict[str, dict[str, str]] | None = None) -> str:
@@ -188,17 +120,6 @@ def table(summaries: dict[str, dict], extra: dict[str, dict[str, str]] | None = 
         cells += [f"{summary.get(key, float('nan')):.3f}" for key, _, _ in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def paired_difference(report: dict, baseline: dict, key: str) -> tuple[float, float]:
-    """Mean and standard error of ``key`` in ``report`` minus ``baseline`` over the videos both have (same prompts and
-    noise, so the difference is paired)."""
-    shared = [v for v in report["per_video"] if v in baseline["per_video"]]
-    differences = [report["per_video"][v][key] - baseline["per_video"][v][key] for v in shared]
-    differences = [d for d in differences if d == d]  # a video the judge could not read is nan
-    if len(differences) < 2:
-        return float("nan"), float("nan")
-    return statistics.mean(differences), statistics.stdev(differences) / len(differences) ** 0.5
 
 
 def plot(summaries: dict[str, dict], path: Path) -> None:

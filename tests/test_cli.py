@@ -1,4 +1,4 @@
-"""The ``libragen`` command: world subcommands work, unbuilt stages refuse honestly, errors are one line."""
+"""The ``libragen`` command: world subcommands work, errors are one line."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from libragen.cli import NOT_IMPLEMENTED_EXIT, PLANNED, app
+from libragen.cli import app
 from libragen.world.manifest import read_manifest
 
 runner = CliRunner()
@@ -45,14 +44,6 @@ def test_world_portrait_and_info(tmp_path: Path) -> None:
     runner.invoke(app, ["world", "make", "--n", "4", "--out", str(tmp_path / "w"), "--workers", "1"])
     info = runner.invoke(app, ["world", "info", str(tmp_path / "w")])
     assert info.exit_code == 0 and "4 clips" in info.stdout
-
-
-@pytest.mark.parametrize(("group", "name"), [(g, n) for g, n, _, _ in PLANNED])
-def test_unbuilt_stages_say_so_and_fail(group: str, name: str | None) -> None:
-    args = [group] + ([name] if name else []) + ["--some-flag", "x"]
-    result = runner.invoke(app, args)
-    assert result.exit_code == NOT_IMPLEMENTED_EXIT
-    assert "not implemented yet" in result.stderr
 
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:

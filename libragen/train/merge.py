@@ -132,3 +132,19 @@ def fuse_lora(backbone: Backbone, lora: str | os.PathLike[str]) -> Backbone:
     """``backbone`` with the LoRA folder ``lora`` baked into its weights at weight 1 (in place; returned)."""
     merge_loras(backbone, [(lora, 1.0)], "cat").merge_and_unload(adapter_names=[MERGED])
     return backbone
+
+
+def save_merged_lora(
+    base: str | os.PathLike[str],
+    loras: list[tuple[str | os.PathLike[str], float]],
+    out: str | os.PathLike[str],
+    method: MergeMethod = "cat",
+) -> Path:
+    """Merge ``loras`` (path, weight) on ``base`` with peft and save the merged LoRA folder ``out`` (unfused)."""
+    from libragen.models import load_backbone
+
+    backbone = load_backbone(base)
+    peft_model = merge_loras(backbone, loras, method)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    backbone.save_lora(out, merged_config(peft_model), adapter_name=MERGED)
+    return Path(out)
