@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import sys
 from pathlib import Path
 
+from libragen.core.machine import cpu_model, describe
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what platform reports."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def describe() -> str:
-    """'<cpu>, <n> cores, Python <version>'."""
-    return f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+__all__ = ["cpu_model", "describe", "provenance", "report"]
 
 
 def provenance() -> dict[str, str]:

@@ -58,7 +58,7 @@ def radar_chart(methods: Mapping[str, Mapping[str, float]], path: str | Path, ti
     """Radar over the balance axes, one polygon per method (``methods``: name -> summary)."""
     labels = list(AXES)
     angles = [2 * math.pi * k / len(labels) for k in range(len(labels))]
-    figure, axis = plt.subplots(figsize=(5.2, 5.2), subplot_kw={"projection": "polar"})
+    figure, axis = plt.subplots(figsize=(5.6, 6.4), subplot_kw={"projection": "polar"})
     for name, summary in methods.items():
         values = balance_axes(summary)
         points = [0.0 if math.isnan(values[label]) else values[label] for label in labels]
@@ -66,8 +66,8 @@ def radar_chart(methods: Mapping[str, Mapping[str, float]], path: str | Path, ti
         axis.fill([*angles, angles[0]], [*points, points[0]], alpha=0.12)
     axis.set_xticks(angles, labels)
     axis.set_ylim(0, 1)
-    axis.set_title(title)
-    axis.legend(loc="upper right", bbox_to_anchor=(1.3, 1.12), fontsize=8)
+    axis.set_title(title, pad=18)
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, fontsize=8)
     figure.tight_layout()
     return _save(figure, path)
 

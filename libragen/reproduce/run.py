@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -12,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from libragen.core.files import write_bytes_atomic
+from libragen.core.machine import describe
 from libragen.eval.probes import load_probes
 from libragen.reproduce.config import ReproduceConfig
 from libragen.reproduce.data import prepare_data
@@ -41,13 +40,13 @@ def reproduce(config: ReproduceConfig, out: Path, doc: Path, console: Console, c
     wall = time.perf_counter() - started
     record = {
         "command": command,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}",
+        "machine": describe(),
         "config": config.model_dump(),
         "wall_seconds_this_invocation": wall,
         "stage_seconds": runner.seconds,
         "cached_stages": runner.cached,
         "funnel": data.funnel,
+        "dpo_pairs": {name: result for name, result in runner.results.items() if "/dpo_pairs_" in name},
         "summaries": {name: [r["summary"] for r in reports] for name, reports in rows.items()},
         "verdicts": [{"question": q, "holds": h, "numbers": n} for q, h, n in verdicts(rows, config.eval.gsb_margin)],
     }
@@ -64,6 +63,11 @@ def _minutes(seconds: float) -> str:
 def _samples(pairs: dict) -> str:
     counts = pairs["samples"]
     return f"{counts.get('in', 0)} in-pair + {counts.get('cross', 0)} cross-pair from {pairs['clips']} clips"
+
+
+def _kept(dpo_pairs: dict, arm: str) -> str:
+    made = [r for name, r in sorted(dpo_pairs.items()) if f"/{arm}/dpo_pairs_consis" in name]
+    return ", ".join(f"{r['kept']} of {r['pairs']}" for r in made)
 
 
 def _rejections(reviewed: dict) -> str:
@@ -94,10 +98,15 @@ def section(record: dict, rows: dict[str, list[dict]], config: ReproduceConfig) 
         "## `libragen reproduce`: the paper's claims measured end to end on LibraWorld (issue #11)",
         "",
         f"Command: `{record['command']}` — {record['machine']}. "
-        f"**{_minutes(stage_total)}** of stage time in all ("
+        f"**{_minutes(stage_total)}** of stage time in all, what a run into an empty folder takes ("
         + ", ".join(f"{k} {_minutes(v)}" for k, v in groups.items())
         + f"); this invocation {_minutes(record['wall_seconds_this_invocation'])}"
-        + (f", {len(record['cached_stages'])} stages reused from the cache" if record["cached_stages"] else "")
+        + (
+            f" ({len(record['cached_stages'])} of {len(record['stage_seconds'])} stages reused from the cache, their"
+            " times as measured when they ran)"
+            if record["cached_stages"]
+            else ""
+        )
         + ".",
         "",
         f"Data (shared by the seeds): {f['raw']['clips']} raw train-split clips with "
@@ -115,7 +124,9 @@ def section(record: dict, rows: dict[str, list[dict]], config: ReproduceConfig) 
         f"w_in = {config.sft.merge_weight} (peft `cat`), both DPOs on the merged SFT model "
         f"({config.dpo.consis_pairs} Consis pairs, `{config.dpo.consis_negative}` losers, min gap "
         f"{config.dpo.consis_min_gap}; {config.dpo.realfake_pairs} Real-Fake pairs; {config.dpo.steps} steps), DPO "
-        f'merge {config.dpo.merge_weight}/{config.dpo.merge_weight}. Rows up to "+merged DPO" sample with text CFG '
+        f"merge {config.dpo.merge_weight}/{config.dpo.merge_weight}. Consis pairs kept by the gap filter per seed, "
+        f"curated arm: {_kept(record['dpo_pairs'], 'curated')}; raw arm: {_kept(record['dpo_pairs'], 'raw')}. "
+        f'Rows up to "+merged DPO" sample with text CFG '
         f"{config.eval.text_cfg}; LibraGen rows with the time-dependent three-branch CFG (reference "
         f"`{config.eval.dynamic_ref}`, text `{config.eval.dynamic_text}`); {config.eval.steps} steps.",
         "",

@@ -33,6 +33,7 @@ class StageRunner:
     fingerprints: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     cached: list[str] = field(default_factory=list)
+    results: dict[str, dict] = field(default_factory=dict)
 
     def folder(self, name: str) -> Path:
         return self.root / name
@@ -56,6 +57,7 @@ class StageRunner:
                 self.fingerprints[name] = fingerprint
                 self.seconds[name] = record.get("seconds", 0.0)
                 self.cached.append(name)
+                self.results[name] = record.get("result", {})
                 self.console.print(f"[dim]{name}: cached ({record.get('seconds', 0.0) / 60:.1f} min when run)[/dim]")
                 return record.get("result", {})
             self.console.print(f"{name}: settings changed, running again from scratch")
@@ -69,5 +71,6 @@ class StageRunner:
         write_bytes_atomic(marker, json.dumps(record, indent=2, default=str).encode())
         self.fingerprints[name] = fingerprint
         self.seconds[name] = seconds
+        self.results[name] = result
         self.console.print(f"{name}: done in {seconds / 60:.1f} min")
         return result
