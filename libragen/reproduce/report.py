@@ -88,12 +88,22 @@ def _cell(values: list[float], digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def seed_aligned(rows: Mapping[str, list[dict]], a: str, b: str) -> tuple[list[dict], list[dict]]:
+    """The reports of rows ``a`` and ``b`` seed by seed; a row with one report (the VGFM, which does not depend on
+    the training seed) stands beside every seed of the other."""
+    left, right = rows[a], rows[b]
+    if len(left) == 1 and len(right) > 1:
+        left = left * len(right)
+    if len(right) == 1 and len(left) > 1:
+        right = right * len(left)
+    return left, right
+
+
 def gsb_values(rows: Mapping[str, list[dict]], margin: float) -> dict[str, list[float]]:
     """Per row, one automatic-judge GSB ratio per seed against the merged-SFT row of the same seed."""
-    base = rows[GSB_BASE]
     out = {}
-    for name, reports in rows.items():
-        pairs = zip(reports, base if len(base) == len(reports) else [base[0]] * len(reports), strict=True)
+    for name in rows:
+        pairs = zip(*seed_aligned(rows, name, GSB_BASE), strict=True)
         out[name] = [automatic_judge(composite(r), composite(b), margin).ratio for r, b in pairs]
     return out
 
@@ -114,8 +124,7 @@ def results_table(rows: Mapping[str, list[dict]], margin: float) -> str:
 
 
 def _delta(rows: Mapping[str, list[dict]], a: str, b: str, key: str) -> tuple[float, float]:
-    base = rows[b] if len(rows[b]) == len(rows[a]) else [rows[b][0]] * len(rows[a])
-    return pooled_difference(rows[a], base, key)
+    return pooled_difference(*seed_aligned(rows, a, b), key)
 
 
 def _up(delta: tuple[float, float]) -> bool:
@@ -147,7 +156,7 @@ def verdicts(rows: Mapping[str, list[dict]], margin: float) -> list[tuple[str, b
     d_comp = _delta(rows, libragen, raw, "composite")
     gsb = [
         automatic_judge(composite(a), composite(b), margin).ratio
-        for a, b in zip(rows[libragen], rows[raw], strict=True)
+        for a, b in zip(*seed_aligned(rows, libragen, raw), strict=True)
     ]
     out.append(
         (
