@@ -26,13 +26,13 @@ from libragen.world.caption import generic_ref_tags, plain_caption
 
 
 def read_jobs(meta: Path, n: int | None = None, generic_tags: str | None = None) -> list[dict]:
-    """The first ``n`` meta lines: id, prompt, refs (resolved against the meta file's folder) and the real clip
-    (relative to the LibraWorld folder the meta file describes). With ``generic_tags`` the models read Ref tags
+    """The first ``n`` meta lines: id, prompt, refs (absolute, resolved against the meta file's folder) and the real
+    clip (relative to the LibraWorld folder the meta file describes). With ``generic_tags`` the models read Ref tags
     with that description ("Ref 1[a creature] hops …", ``model_prompt``); the judges still read the full prompt."""
     jobs = []
     for line in Path(meta).read_text().splitlines()[:n]:
         item = json.loads(line)
-        refs = [str(Path(meta).parent / r) for r in item["refs"]]
+        refs = [str(Path(meta).resolve().parent / r) for r in item["refs"]]  # absolute: reports live elsewhere
         job = {"id": item["id"], "prompt": item["prompt"], "refs": refs, "real": item["video"]}
         if generic_tags:
             job["model_prompt"] = generic_ref_tags(item["prompt"], generic_tags)
