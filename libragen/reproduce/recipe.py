@@ -28,7 +28,7 @@ from libragen.train.dpo_trainer import DPOConfig, DPODataConfig, train_dpo
 from libragen.train.flow import TimestepConfig
 from libragen.train.loop import LoopConfig
 from libragen.train.lora import LoraSettings
-from libragen.train.merge import fuse_lora, load_fused, save_merged_lora
+from libragen.train.merge import fuse_lora, load_fused, write_merge
 from libragen.train.sft_trainer import SFTConfig, SFTDataConfig, train_sft
 
 
@@ -93,7 +93,7 @@ def train_arm(runner: StageRunner, config: ReproduceConfig, data: RecipeData, ar
             (_lora_path(runner, f"{prefix}/sft_in"), sft.merge_weight),
             (_lora_path(runner, f"{prefix}/sft_cross"), 1.0 - sft.merge_weight),
         ]
-        save_merged_lora(SHIPPED_VGFM, weights, folder / "lora", "cat")
+        write_merge(SHIPPED_VGFM, weights, folder / "lora", "cat")
         return {}
 
     runner.run(f"{prefix}/sft_merged", {"w": sft.merge_weight}, [f"{prefix}/sft_in", f"{prefix}/sft_cross"], merge_sft)
@@ -145,7 +145,7 @@ def train_arm(runner: StageRunner, config: ReproduceConfig, data: RecipeData, ar
 
     def merge_dpo(folder: Path) -> dict:
         weights = [(_lora_path(runner, f"{prefix}/dpo_{kind}"), dpo.merge_weight) for kind in ("consis", "realfake")]
-        save_merged_lora(SHIPPED_VGFM, weights, folder / "lora", "cat")
+        write_merge(SHIPPED_VGFM, weights, folder / "lora", "cat")
         return {}
 
     runner.run(

@@ -134,17 +134,26 @@ def fuse_lora(backbone: Backbone, lora: str | os.PathLike[str]) -> Backbone:
     return backbone
 
 
-def save_merged_lora(
+def write_merge(
     base: str | os.PathLike[str],
     loras: list[tuple[str | os.PathLike[str], float]],
     out: str | os.PathLike[str],
     method: MergeMethod = "cat",
+    *,
+    density: float | None = None,
+    svd_rank: int | None = None,
+    fuse: bool = False,
 ) -> Path:
-    """Merge ``loras`` (path, weight) on ``base`` with peft and save the merged LoRA folder ``out`` (unfused)."""
+    """Merge ``loras`` (path, weight) on ``base`` with peft and write ``out``: the merged LoRA folder, or with
+    ``fuse`` the base model with it baked in (a full backbone folder)."""
     from libragen.models import load_backbone
 
     backbone = load_backbone(base)
-    peft_model = merge_loras(backbone, loras, method)
+    peft_model = merge_loras(backbone, loras, method, density=density, svd_rank=svd_rank)
     Path(out).mkdir(parents=True, exist_ok=True)
-    backbone.save_lora(out, merged_config(peft_model), adapter_name=MERGED)
+    if fuse:
+        peft_model.merge_and_unload(adapter_names=[MERGED])
+        backbone.save(out)
+    else:
+        backbone.save_lora(out, merged_config(peft_model), adapter_name=MERGED)
     return Path(out)

@@ -42,27 +42,19 @@ def merge(
     ] = False,
 ) -> None:
     """Merge LoRAs by weight (peft add_weighted_adapter) — the Tune-to-Balance step between in- and cross-pair."""
-    from libragen.models import SHIPPED_VGFM, load_backbone
-    from libragen.train.merge import MERGED, merge_loras, merged_config
+    from libragen.models import SHIPPED_VGFM
+    from libragen.train.merge import write_merge
 
     if method not in METHODS:
         raise typer.BadParameter(f"{method!r}: choose one of {', '.join(METHODS)}", param_hint="--method")
     inputs = [parse_weighted(spec) for spec in lora]
     base = model or SHIPPED_VGFM
     console = Console(stderr=True)
-    backbone = load_backbone(base)
     try:
-        peft_model = merge_loras(backbone, inputs, method, density=density, svd_rank=svd_rank)  # type: ignore[arg-type]
+        write_merge(base, inputs, out, method, density=density, svd_rank=svd_rank, fuse=fuse)  # type: ignore[arg-type]
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--lora") from None
-    out.mkdir(parents=True, exist_ok=True)
-    if fuse:
-        peft_model.merge_and_unload(adapter_names=[MERGED])
-        backbone.save(out)
-        what = "fused model"
-    else:
-        backbone.save_lora(out, merged_config(peft_model), adapter_name=MERGED)
-        what = "merged LoRA"
+    what = "fused model" if fuse else "merged LoRA"
     record = {
         "base": str(base),
         "method": method,
